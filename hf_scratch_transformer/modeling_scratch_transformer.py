@@ -1,0 +1,967 @@
+"""The Transformer of "Attention Is All You Need" (Vaswani et al., 2017), written from scratch as a Hugging Face model.
+
+The file reads in forward order, as the paper does:
+
+1. masks, and scaled dot-product attention, softmax(Q K^T / sqrt(d_k)) V        (section 3.2.1)
+2. multi-head attention with `q_proj`, `k_proj`, `v_proj`, `out_proj`         (section 3.2.2)
+3. the position-wise feed-forward network, `fc1` then `fc2`                     (section 3.3)
+4. sinusoidal or learned positions                                              (section 3.5)
+5. the encoder layer and the decoder layer                                      (section 3.1)
+6. the encoder and the decoder stacks
+7. the pretrained base class (initialisation), the bare encoder-decoder model
+8. the heads: language modelling (translation, `generate()`) and sequence classification
+
+Shapes use B = batch, T = target (query) length, S = source (key) length, H = heads, D = head dimension,
+E = d_model, V = vocabulary.
+
+Only `torch`, `transformers` and the configuration file beside this one are imported, so that this file can be
+copied next to a checkpoint and loaded with `trust_remote_code=True`.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPastAndCrossAttentions,
+    Seq2SeqLMOutput,
+    Seq2SeqModelOutput,
+    SequenceClassifierOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .configuration_scratch_transformer import ScratchTransformerConfig
+
+# Implementations whose masks we build ourselves: an additive (B, 1, T|1, S) float mask. Every other kernel
+# (flash attention, flex attention) wants its own mask format, which `transformers.masking_utils` builds.
+OWN_MASK_IMPLEMENTATIONS = ("eager", "sdpa")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. Masks and scaled dot-product attention
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Turn a boolean "may attend" mask into one added to the attention scores: 0 where allowed, the dtype's
+    minimum where not. The minimum rather than -inf keeps a row with no allowed key finite (uniform, not NaN)."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
+
+
+def padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, S) with 1 for tokens and 0 for padding -> additive (B, 1, 1, S), broadcast over heads and queries."""
+    return additive_mask(attention_mask[:, None, None, :].bool(), dtype)
+
+
+def causal_padding_mask(
+    query_length: int,
+    past_length: int,
+    attention_mask: torch.Tensor | None,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
+    """Additive (B|1, 1, T, past + T) mask for decoder self-attention: query i, at position past + i, sees the
+    keys at positions 0 .. past + i that are not padding. Masking the future keeps training, where every target
+    position is computed at once, equal to generation, where the future does not exist yet (section 3.2.3)."""
+    key_positions = torch.arange(past_length + query_length, device=device)
+    query_positions = torch.arange(past_length, past_length + query_length, device=device)
+    allowed = (key_positions[None, :] <= query_positions[:, None])[None, None]  # (1, 1, T, past + T)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, None, :].bool()  # (B, 1, T, past + T)
+    return additive_mask(allowed, dtype)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention, softmax(Q K^T / sqrt(d_k)) V, written out.
+
+    query (B, H, T, D), key and value (B, H, S, D), attention_mask additive (B|1, 1, T|1, S) or None.
+    Returns the output as (B, T, H, D), the layout every `transformers` attention kernel returns, and the
+    attention weights (B, H, T, S).
+    """
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (B, H, T, S)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    # Softmax in float32: in half precision the exponentials of large scores overflow.
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value)  # (B, H, T, D)
+    return output.transpose(1, 2).contiguous(), weights  # (B, T, H, D)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. Multi-head attention
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class ScratchTransformerAttention(nn.Module):
+    """Multi-head attention: h heads attend in parallel, each over its own d_model / h slice (section 3.2.2).
+
+    Used three ways: encoder self-attention, masked decoder self-attention (`is_causal`), and decoder
+    cross-attention over the encoder output (`is_cross_attention`). While generating, the decoder's keys and
+    values live in an `EncoderDecoderCache`: self-attention appends one position per step, cross-attention
+    projects the encoder output once and reuses it.
+    """
+
+    def __init__(
+        self,
+        config: ScratchTransformerConfig,
+        num_heads: int,
+        is_causal: bool = False,
+        is_cross_attention: bool = False,
+        layer_idx: int | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = config.d_model // num_heads
+        self.scaling = self.head_dim**-0.5  # the 1 / sqrt(d_k) that keeps dot products from saturating the softmax
+        self.dropout = config.attention_dropout
+        # `is_causal` is read by the SDPA and flash kernels, which then mask the future themselves.
+        self.is_causal = is_causal
+        self.is_cross_attention = is_cross_attention
+        self.layer_idx = layer_idx
+
+        self.q_proj = nn.Linear(config.d_model, config.d_model)
+        self.k_proj = nn.Linear(config.d_model, config.d_model)
+        self.v_proj = nn.Linear(config.d_model, config.d_model)
+        self.out_proj = nn.Linear(config.d_model, config.d_model)
+
+    def _split_heads(self, states: torch.Tensor) -> torch.Tensor:
+        batch_size, length, _ = states.shape
+        return states.view(batch_size, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        key_value_states: torch.Tensor | None = None,
+        past_key_values: EncoderDecoderCache | None = None,
+        output_attentions: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states (B, T, E) are the queries; keys and values come from `key_value_states` (B, S, E) for
+        cross-attention, from `hidden_states` otherwise. Returns (B, T, E) and the weights (B, H, T, S) when
+        `output_attentions`."""
+        batch_size, query_length, _ = hidden_states.shape
+        query = self._split_heads(self.q_proj(hidden_states))  # (B, H, T, D)
+
+        cache = None
+        if past_key_values is not None:
+            cache = past_key_values.cross_attention_cache if self.is_cross_attention else past_key_values.self_attention_cache
+
+        if self.is_cross_attention and cache is not None and past_key_values.is_updated.get(self.layer_idx):
+            # The encoder output does not change while generating: its keys and values were projected at step one.
+            key, value = cache.layers[self.layer_idx].keys, cache.layers[self.layer_idx].values
+        else:
+            source = key_value_states if self.is_cross_attention else hidden_states
+            key = self._split_heads(self.k_proj(source))  # (B, H, S, D)
+            value = self._split_heads(self.v_proj(source))  # (B, H, S, D)
+            if cache is not None:
+                # Self-attention: append this step's keys and values to those of the earlier steps.
+                key, value = cache.update(key, value, self.layer_idx)
+                if self.is_cross_attention:
+                    past_key_values.is_updated[self.layer_idx] = True
+
+        if output_attentions:
+            # Fused kernels never materialise the weights, so a request for them runs the written-out formula.
+            attention = eager_attention_forward
+        else:
+            # "eager" is ours; "sdpa", "flash_attention_2", ... are the kernels `transformers` registered.
+            attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        output, weights = attention(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        output = output.reshape(batch_size, query_length, -1)  # (B, T, H, D) -> (B, T, E): concatenate the heads
+        return self.out_proj(output), (weights if output_attentions else None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. Position-wise feed-forward network
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class ScratchTransformerFeedForward(nn.Module):
+    """FFN(x) = max(0, x W1 + b1) W2 + b2, applied to every position alone (section 3.3)."""
+
+    def __init__(self, config: ScratchTransformerConfig, ffn_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(config.d_model, ffn_dim)
+        self.activation = ACT2FN[config.activation_function]
+        self.activation_dropout = config.activation_dropout
+        self.fc2 = nn.Linear(ffn_dim, config.d_model)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.activation(self.fc1(hidden_states))  # (B, T, ffn_dim)
+        hidden_states = F.dropout(hidden_states, p=self.activation_dropout, training=self.training)
+        return self.fc2(hidden_states)  # (B, T, E)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. Positions
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i / d_model)), PE(pos, 2i + 1) = cos(pos / 10000^(2i / d_model)).
+
+    Wavelengths form a geometric progression from 2 pi to 10000 * 2 pi, so PE(pos + k) is a linear function of
+    PE(pos) and relative offsets are easy to attend to (section 3.5). Returns (num_positions, dim), float32.
+    """
+    positions = torch.arange(num_positions, dtype=torch.float32)[:, None]  # (P, 1)
+    inverse_wavelengths = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(num_positions, dim)
+    table[:, 0::2] = torch.sin(positions * inverse_wavelengths)
+    table[:, 1::2] = torch.cos(positions * inverse_wavelengths)
+    return table
+
+
+class ScratchTransformerSinusoidalPositions(nn.Module):
+    """Fixed sinusoidal positions. The table is computed, not learned, so it is a non-persistent buffer that
+    checkpoints do not hold (`_init_weights` recomputes it after loading). Sequences longer than
+    `max_position_embeddings` get a longer table computed on the fly: the formula has no length limit."""
+
+    def __init__(self, config: ScratchTransformerConfig):
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(config.max_position_embeddings, config.d_model), persistent=False)
+
+    def forward(self, length: int, past_length: int = 0) -> torch.Tensor:
+        """Positions past_length .. past_length + length - 1 as a (length, E) tensor."""
+        end = past_length + length
+        table = self.table
+        if end > table.shape[0]:
+            table = sinusoidal_table(end, table.shape[1]).to(device=table.device, dtype=table.dtype)
+        return table[past_length:end]
+
+
+class ScratchTransformerLearnedPositions(nn.Embedding):
+    """One trained vector per position, as in the seed thread (the paper found it "nearly identical", Table 3,
+    row E). Unlike sinusoids it cannot go past `max_position_embeddings`."""
+
+    def __init__(self, config: ScratchTransformerConfig):
+        super().__init__(config.max_position_embeddings, config.d_model)
+
+    def forward(self, length: int, past_length: int = 0) -> torch.Tensor:
+        end = past_length + length
+        if end > self.num_embeddings:
+            raise ValueError(
+                f"A sequence of {end} tokens is longer than max_position_embeddings={self.num_embeddings}, the "
+                "number of learned positions. Truncate the inputs (tokenizer(..., truncation=True, "
+                f"max_length={self.num_embeddings})), or use a model with position_embedding='sinusoidal'."
+            )
+        positions = torch.arange(past_length, end, device=self.weight.device)
+        return super().forward(positions)  # (length, E)
+
+
+def make_positions(config: ScratchTransformerConfig) -> nn.Module:
+    if config.position_embedding == "learned":
+        return ScratchTransformerLearnedPositions(config)
+    return ScratchTransformerSinusoidalPositions(config)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. Encoder and decoder layers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class ScratchTransformerLayer(GradientCheckpointingLayer):
+    """What encoder and decoder layers share: the residual connection around each sub-layer, with LayerNorm after
+    the sum in the paper's post-LN, LayerNorm(x + Dropout(Sublayer(x))), or before the sub-layer with
+    `normalize_before` (pre-LN), x + Dropout(Sublayer(LayerNorm(x)))."""
+
+    def __init__(self, config: ScratchTransformerConfig):
+        super().__init__()
+        self.normalize_before = config.normalize_before
+        self.dropout = config.dropout
+
+    def sublayer_input(self, layer_norm: nn.LayerNorm, hidden_states: torch.Tensor) -> torch.Tensor:
+        return layer_norm(hidden_states) if self.normalize_before else hidden_states
+
+    def sublayer_output(
+        self, layer_norm: nn.LayerNorm, residual: torch.Tensor, sublayer_output: torch.Tensor
+    ) -> torch.Tensor:
+        hidden_states = residual + F.dropout(sublayer_output, p=self.dropout, training=self.training)
+        return hidden_states if self.normalize_before else layer_norm(hidden_states)
+
+
+class ScratchTransformerEncoderLayer(ScratchTransformerLayer):
+    """Self-attention over the source, then the feed-forward network (section 3.1, left of Figure 1)."""
+
+    def __init__(self, config: ScratchTransformerConfig):
+        super().__init__(config)
+        self.self_attn = ScratchTransformerAttention(config, config.encoder_attention_heads)
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
+        self.feed_forward = ScratchTransformerFeedForward(config, config.encoder_ffn_dim)
+        self.final_layer_norm = nn.LayerNorm(config.d_model)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        residual = hidden_states
+        attention_output, attention_weights = self.self_attn(
+            self.sublayer_input(self.self_attn_layer_norm, hidden_states),
+            attention_mask=attention_mask,
+            output_attentions=output_attentions,
+            **kwargs,
+        )
+        hidden_states = self.sublayer_output(self.self_attn_layer_norm, residual, attention_output)
+
+        residual = hidden_states
+        feed_forward_output = self.feed_forward(self.sublayer_input(self.final_layer_norm, hidden_states))
+        hidden_states = self.sublayer_output(self.final_layer_norm, residual, feed_forward_output)
+        return hidden_states, attention_weights
+
+
+class ScratchTransformerDecoderLayer(ScratchTransformerLayer):
+    """Masked self-attention over the target so far, cross-attention over the encoder output, then the
+    feed-forward network (section 3.1, right of Figure 1)."""
+
+    def __init__(self, config: ScratchTransformerConfig, layer_idx: int):
+        super().__init__(config)
+        heads = config.decoder_attention_heads
+        self.self_attn = ScratchTransformerAttention(config, heads, is_causal=True, layer_idx=layer_idx)
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
+        self.encoder_attn = ScratchTransformerAttention(config, heads, is_cross_attention=True, layer_idx=layer_idx)
+        self.encoder_attn_layer_norm = nn.LayerNorm(config.d_model)
+        self.feed_forward = ScratchTransformerFeedForward(config, config.decoder_ffn_dim)
+        self.final_layer_norm = nn.LayerNorm(config.d_model)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        past_key_values: EncoderDecoderCache | None = None,
+        output_attentions: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        residual = hidden_states
+        attention_output, self_attention_weights = self.self_attn(
+            self.sublayer_input(self.self_attn_layer_norm, hidden_states),
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            output_attentions=output_attentions,
+            **kwargs,
+        )
+        hidden_states = self.sublayer_output(self.self_attn_layer_norm, residual, attention_output)
+
+        residual = hidden_states
+        attention_output, cross_attention_weights = self.encoder_attn(
+            self.sublayer_input(self.encoder_attn_layer_norm, hidden_states),
+            attention_mask=encoder_attention_mask,
+            key_value_states=encoder_hidden_states,
+            past_key_values=past_key_values,
+            output_attentions=output_attentions,
+            **kwargs,
+        )
+        hidden_states = self.sublayer_output(self.encoder_attn_layer_norm, residual, attention_output)
+
+        residual = hidden_states
+        feed_forward_output = self.feed_forward(self.sublayer_input(self.final_layer_norm, hidden_states))
+        hidden_states = self.sublayer_output(self.final_layer_norm, residual, feed_forward_output)
+        return hidden_states, self_attention_weights, cross_attention_weights
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 6. Encoder and decoder stacks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore_index: bool = False) -> None:
+    """Raise a clear error for ids outside the vocabulary, instead of an index error deep inside torch (or, on a
+    GPU, a device-side assert that kills the process)."""
+    valid = (ids >= 0) & (ids < vocab_size)
+    if allow_ignore_index:
+        valid |= ids == -100
+    if not bool(valid.all()):
+        bad = ids[~valid]
+        raise ValueError(
+            f"`{name}` holds ids outside the vocabulary [0, {vocab_size}): {bad.unique()[:10].tolist()}. "
+            "The tokenizer and the model disagree: use the tokenizer the model was trained with, or a config whose "
+            "`vocab_size` covers len(tokenizer)."
+        )
+
+
+def check_mask_shape(name: str, mask: torch.Tensor | None, expected: tuple[int, int]) -> None:
+    if mask is not None and tuple(mask.shape) != expected:
+        raise ValueError(
+            f"`{name}` has shape {tuple(mask.shape)} but the inputs need {expected} (batch, length): 1 for a "
+            "token, 0 for padding. Pass the mask the tokenizer returned with the ids."
+        )
+
+
+def embed(
+    embed_tokens: nn.Embedding,
+    embed_scale: float,
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+    vocab_size: int,
+    prefix: str = "",
+) -> torch.Tensor:
+    """Token embeddings times sqrt(d_model) (section 3.4). The scale applies to `inputs_embeds` too, so that
+    `inputs_embeds=model.get_input_embeddings()(input_ids)` (what prompt tuning feeds) equals `input_ids`."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError(f"Pass exactly one of `{prefix}input_ids` and `{prefix}inputs_embeds`.")
+    if inputs_embeds is None:
+        if not torch.compiler.is_compiling():
+            check_token_ids(f"{prefix}input_ids", input_ids, vocab_size)
+        inputs_embeds = embed_tokens(input_ids)  # (B, L, E)
+    return inputs_embeds * embed_scale
+
+
+class ScratchTransformerEncoder(nn.Module):
+    """Embeddings plus positions, then `encoder_layers` encoder layers (and a final LayerNorm in pre-LN, whose
+    residual stream is otherwise never normalised)."""
+
+    def __init__(self, config: ScratchTransformerConfig, embed_tokens: nn.Embedding):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = embed_tokens
+        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.embed_positions = make_positions(config)
+        self.layers = nn.ModuleList([ScratchTransformerEncoderLayer(config) for _ in range(config.encoder_layers)])
+        self.layer_norm = nn.LayerNorm(config.d_model) if config.normalize_before else None
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,  # `generate()` hands the encoder every model kwarg; the ones it does not use are ignored
+    ) -> BaseModelOutput | tuple:
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        inputs_embeds = embed(self.embed_tokens, self.embed_scale, input_ids, inputs_embeds, self.config.vocab_size)
+        batch_size, source_length, _ = inputs_embeds.shape
+        check_mask_shape("attention_mask", attention_mask, (batch_size, source_length))
+
+        positions = self.embed_positions(source_length).to(inputs_embeds.dtype)  # (S, E)
+        hidden_states = F.dropout(inputs_embeds + positions, p=self.config.dropout, training=self.training)
+
+        if self.config._attn_implementation in OWN_MASK_IMPLEMENTATIONS or self.config._attn_implementation is None:
+            mask = padding_mask(attention_mask, inputs_embeds.dtype) if attention_mask is not None else None
+        else:
+            mask = create_bidirectional_mask(self.config, inputs_embeds, attention_mask)
+
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, attention_weights = layer(hidden_states, mask, output_attentions=output_attentions)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (attention_weights,)
+        if self.layer_norm is not None:
+            hidden_states = self.layer_norm(hidden_states)
+            if output_hidden_states:
+                all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
+
+        output = BaseModelOutput(
+            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class ScratchTransformerDecoder(nn.Module):
+    """Embeddings plus positions, then `decoder_layers` decoder layers, each attending to the encoder output.
+    While generating it feeds only the newest token and keeps the earlier ones in `past_key_values`."""
+
+    def __init__(self, config: ScratchTransformerConfig, embed_tokens: nn.Embedding):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = embed_tokens
+        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.embed_positions = make_positions(config)
+        self.layers = nn.ModuleList(
+            [ScratchTransformerDecoderLayer(config, layer_idx=i) for i in range(config.decoder_layers)]
+        )
+        self.layer_norm = nn.LayerNorm(config.d_model) if config.normalize_before else None
+
+    def _masks(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None,
+        past_key_values: EncoderDecoderCache | None,
+        past_length: int,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The self-attention mask (causal and padding) and the cross-attention mask (source padding)."""
+        implementation = self.config._attn_implementation
+        dtype, target_length = inputs_embeds.dtype, inputs_embeds.shape[1]
+        if implementation is not None and implementation not in OWN_MASK_IMPLEMENTATIONS:
+            self_mask = create_causal_mask(
+                self.config,
+                inputs_embeds,
+                attention_mask,
+                past_key_values.self_attention_cache if past_key_values is not None else None,
+            )
+            cross_mask = create_bidirectional_mask(
+                self.config, inputs_embeds, encoder_attention_mask, encoder_hidden_states=encoder_hidden_states
+            )
+            return self_mask, cross_mask
+
+        if attention_mask is None and (target_length == 1 or (implementation == "sdpa" and past_length == 0)):
+            # One new token may see every cached one; and SDPA masks the future itself (`is_causal`) when
+            # queries and keys start at the same position.
+            self_mask = None
+        else:
+            self_mask = causal_padding_mask(target_length, past_length, attention_mask, dtype, inputs_embeds.device)
+        cross_mask = padding_mask(encoder_attention_mask, dtype) if encoder_attention_mask is not None else None
+        return self_mask, cross_mask
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        past_key_values: EncoderDecoderCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPastAndCrossAttentions | tuple:
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        inputs_embeds = embed(
+            self.embed_tokens, self.embed_scale, input_ids, inputs_embeds, self.config.vocab_size, prefix="decoder_"
+        )
+        batch_size, target_length, _ = inputs_embeds.shape
+
+        if use_cache and past_key_values is None:
+            past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        elif not use_cache:
+            past_key_values = None
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        check_mask_shape("decoder_attention_mask", attention_mask, (batch_size, past_length + target_length))
+        check_mask_shape("attention_mask", encoder_attention_mask, tuple(encoder_hidden_states.shape[:2]))
+
+        self_mask, cross_mask = self._masks(
+            inputs_embeds, attention_mask, encoder_hidden_states, encoder_attention_mask, past_key_values, past_length
+        )
+        positions = self.embed_positions(target_length, past_length).to(inputs_embeds.dtype)  # (T, E)
+        hidden_states = F.dropout(inputs_embeds + positions, p=self.config.dropout, training=self.training)
+
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_self_attentions = () if output_attentions else None
+        all_cross_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, self_attention_weights, cross_attention_weights = layer(
+                hidden_states,
+                self_mask,
+                encoder_hidden_states,  # positional, so that gradient checkpointing saves it for the backward pass
+                encoder_attention_mask=cross_mask,
+                past_key_values=past_key_values,
+                output_attentions=output_attentions,
+            )
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_self_attentions += (self_attention_weights,)
+                all_cross_attentions += (cross_attention_weights,)
+        if self.layer_norm is not None:
+            hidden_states = self.layer_norm(hidden_states)
+            if output_hidden_states:
+                all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
+
+        output = BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=hidden_states,
+            past_key_values=past_key_values,
+            hidden_states=all_hidden_states,
+            attentions=all_self_attentions,
+            cross_attentions=all_cross_attentions,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 7. Pretrained base class and the bare encoder-decoder
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class ScratchTransformerPreTrainedModel(PreTrainedModel):
+    """Initialisation, and what `from_pretrained` needs to know about the model.
+
+    Initialisation (the paper does not state its own): linear layers N(0, init_std) with zero biases, the
+    BART/Marian convention; token embeddings N(0, d_model^-1/2) when `scale_embedding`, so that after the
+    sqrt(d_model) scale they have unit variance, the scale of the sinusoids they are added to (as fairseq
+    does), else N(0, init_std); the padding row zero; LayerNorm weight 1, bias 0; sinusoidal tables recomputed.
+    `from_pretrained` runs this for weights a checkpoint lacks, and for the sinusoidal buffers it never holds.
+    """
+
+    config_class = ScratchTransformerConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ScratchTransformerEncoderLayer", "ScratchTransformerDecoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.init_std
+        if isinstance(module, ScratchTransformerSinusoidalPositions):
+            init.copy_(module.table, sinusoidal_table(*module.table.shape))
+        elif isinstance(module, ScratchTransformerLearnedPositions):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Embedding):
+            embedding_std = self.config.d_model**-0.5 if self.config.scale_embedding else std
+            init.normal_(module.weight, mean=0.0, std=embedding_std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Teacher forcing: the decoder reads <start> y1 .. y(n-1) and predicts y1 .. yn. Ignored labels (-100)
+    become padding."""
+    decoder_input_ids = labels.new_empty(labels.shape)
+    decoder_input_ids[:, 1:] = labels[:, :-1]
+    decoder_input_ids[:, 0] = decoder_start_token_id
+    return decoder_input_ids.masked_fill(decoder_input_ids == -100, pad_token_id)
+
+
+class ScratchTransformerModel(ScratchTransformerPreTrainedModel):
+    """The bare encoder-decoder: one token embedding shared by encoder and decoder (the paper's shared source and
+    target vocabulary), returning the decoder's last hidden states. `AutoModel` builds this class."""
+
+    _tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight", "decoder.embed_tokens.weight": "shared.weight"}
+
+    def __init__(self, config: ScratchTransformerConfig):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+        self.encoder = ScratchTransformerEncoder(config, self.shared)
+        self.decoder = ScratchTransformerDecoder(config, self.shared)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.shared
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.shared = self.encoder.embed_tokens = self.decoder.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqModelOutput | tuple:
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                inputs_embeds=inputs_embeds,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+            )
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = BaseModelOutput(*encoder_outputs)
+        if decoder_input_ids is None and decoder_inputs_embeds is None:
+            raise ValueError(
+                "The decoder needs `decoder_input_ids` (or `labels`, from which the model with a language-modelling "
+                "head derives them). To encode only, call `model.get_encoder()(input_ids, attention_mask)`."
+            )
+
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        output = Seq2SeqModelOutput(
+            last_hidden_state=decoder_outputs.last_hidden_state,
+            past_key_values=decoder_outputs.past_key_values,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 8. Heads
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedModel, GenerationMixin):
+    """The encoder-decoder with its output projection to the vocabulary, tied to the shared embedding
+    (section 3.4): translation, summarisation, denoising. `AutoModelForSeq2SeqLM` builds this class, and
+    `generate()` (greedy, beam search, sampling) comes from `GenerationMixin`.
+
+    The loss is token-level cross-entropy with `config.label_smoothing`, summed over the labels that are not
+    -100 and divided by their number, or by `num_items_in_batch` when the `Trainer` passes it: then gradient
+    accumulation and several processes give exactly the loss of one big batch.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+
+    def __init__(self, config: ScratchTransformerConfig):
+        super().__init__(config)
+        self.model = ScratchTransformerModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.shared
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def _decoder_start_token_id(self) -> int:
+        start = self.config.decoder_start_token_id
+        start = start if start is not None else self.config.bos_token_id
+        if start is None:
+            raise ValueError(
+                "`labels` were given, but the config has neither `decoder_start_token_id` nor `bos_token_id`, so "
+                "the decoder inputs cannot be made from them. Set `model.config.decoder_start_token_id` (usually "
+                "the id of '<s>'), or pass `decoder_input_ids` yourself."
+            )
+        return start
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Used by `DataCollatorForSeq2Seq` to build `decoder_input_ids` in the data loader."""
+        return shift_tokens_right(labels, self.config.pad_token_id, self._decoder_start_token_id())
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs,
+    ) -> Seq2SeqLMOutput | tuple:
+        if labels is not None:
+            check_token_ids("labels", labels, self.config.vocab_size, allow_ignore_index=True)
+            use_cache = False  # teacher forcing sees the whole target at once: there is nothing to cache
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
+                decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V)
+
+        loss = None
+        if labels is not None:
+            summed = F.cross_entropy(
+                logits.float().view(-1, logits.shape[-1]),  # float32: a half-precision log-softmax loses the loss
+                labels.view(-1),
+                ignore_index=-100,
+                reduction="sum",
+                label_smoothing=self.config.label_smoothing,
+            )
+            num_items = num_items_in_batch if num_items_in_batch is not None else (labels != -100).sum()
+            loss = summed / torch.as_tensor(num_items, device=summed.device).clamp(min=1)
+
+        output = Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            decoder_attentions=outputs.decoder_attentions,
+            cross_attentions=outputs.cross_attentions,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class ScratchTransformerEncoderModel(nn.Module):
+    """The shared embedding and the encoder, without the decoder: all a classifier runs. Its parameter names
+    match `ScratchTransformerModel`'s, so a checkpoint of the encoder-decoder loads into the classifier."""
+
+    def __init__(self, config: ScratchTransformerConfig):
+        super().__init__()
+        self.shared = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+        self.encoder = ScratchTransformerEncoder(config, self.shared)
+
+
+class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedModel):
+    """The encoder, a pooling of its states (mean over tokens or the first token), dropout and a linear
+    `classifier` (the name PEFT saves with an adapter). `AutoModelForSequenceClassification` builds this class.
+
+    The loss follows `config.problem_type`, as in `transformers`: mean squared error for one label (regression),
+    cross-entropy for single-label classification, binary cross-entropy for multi-label classification.
+    """
+
+    _tied_weights_keys = {"model.encoder.embed_tokens.weight": "model.shared.weight"}
+    # A checkpoint of the encoder-decoder loads without complaint: the classifier has no use for its decoder.
+    _keys_to_ignore_on_load_unexpected = [r"^model\.decoder\.", r"^lm_head\."]
+
+    def __init__(self, config: ScratchTransformerConfig):
+        super().__init__(config)
+        self.model = ScratchTransformerEncoderModel(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.shared
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.shared = self.model.encoder.embed_tokens = value
+
+    def get_encoder(self) -> ScratchTransformerEncoder:
+        return self.model.encoder
+
+    def pool(self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, S, E) -> (B, E): the mean of the non-pad states, or the first state."""
+        if self.config.classifier_pooling == "first":
+            return hidden_states[:, 0]
+        if token_mask is None:
+            return hidden_states.mean(dim=1)
+        weights = token_mask.to(hidden_states.dtype)[:, :, None]  # (B, S, 1)
+        return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput | tuple:
+        encoder_outputs = self.model.encoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        if attention_mask is None and input_ids is not None and self.config.pad_token_id is not None:
+            attention_mask = input_ids != self.config.pad_token_id
+        pooled = self.pool(encoder_outputs.last_hidden_state, attention_mask)
+        logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
+
+        loss = None
+        if labels is not None:
+            loss = self.classification_loss(logits, labels)
+        output = SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=encoder_outputs.hidden_states, attentions=encoder_outputs.attentions
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        num_labels = self.config.num_labels
+        if self.config.problem_type is None:
+            if num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+
+        if self.config.problem_type == "regression":
+            return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+        if self.config.problem_type == "single_label_classification":
+            if not bool(((labels >= 0) & (labels < num_labels)).all()):
+                raise ValueError(
+                    f"`labels` must be class ids in [0, {num_labels}), got {labels.unique()[:10].tolist()}. Set "
+                    "`num_labels` (and `id2label`) to the number of classes in the data."
+                )
+            return F.cross_entropy(logits.float(), labels.view(-1))
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+__all__ = [
+    "ScratchTransformerPreTrainedModel",
+    "ScratchTransformerModel",
+    "ScratchTransformerForConditionalGeneration",
+    "ScratchTransformerForSequenceClassification",
+]
