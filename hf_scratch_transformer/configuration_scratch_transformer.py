@@ -108,7 +108,8 @@ class ScratchTransformerConfig(PreTrainedConfig):
     bos_token_id: int | None = 1
     eos_token_id: int | list[int] | None = 2
     decoder_start_token_id: int | None = 1
-    tie_word_embeddings: bool = True  # "the same weight matrix between the two embedding layers and the pre-softmax linear transformation"
+    # "the same weight matrix between the two embedding layers and the pre-softmax linear transformation"
+    tie_word_embeddings: bool = True
     use_cache: bool = True
     is_encoder_decoder: bool = True
 

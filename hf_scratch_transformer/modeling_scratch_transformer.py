@@ -53,9 +53,7 @@ OWN_MASK_IMPLEMENTATIONS = ("eager", "sdpa")
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Turn a boolean "may attend" mask into one added to the attention scores: 0 where allowed, the dtype's
     minimum where not. The minimum rather than -inf keeps a row with no allowed key finite (uniform, not NaN)."""
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-        ~allowed, torch.finfo(dtype).min
-    )
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -166,7 +164,11 @@ class ScratchTransformerAttention(nn.Module):
 
         cache = None
         if past_key_values is not None:
-            cache = past_key_values.cross_attention_cache if self.is_cross_attention else past_key_values.self_attention_cache
+            cache = (
+                past_key_values.cross_attention_cache
+                if self.is_cross_attention
+                else past_key_values.self_attention_cache
+            )
 
         if self.is_cross_attention and cache is not None and past_key_values.is_updated.get(self.layer_idx):
             # The encoder output does not change while generating: its keys and values were projected at step one.
@@ -186,7 +188,9 @@ class ScratchTransformerAttention(nn.Module):
             attention = eager_attention_forward
         else:
             # "eager" is ours; "sdpa", "flash_attention_2", ... are the kernels `transformers` registered.
-            attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+            attention = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
         output, weights = attention(
             self,
             query,
@@ -248,7 +252,9 @@ class ScratchTransformerSinusoidalPositions(nn.Module):
 
     def __init__(self, config: ScratchTransformerConfig):
         super().__init__()
-        self.register_buffer("table", sinusoidal_table(config.max_position_embeddings, config.d_model), persistent=False)
+        self.register_buffer(
+            "table", sinusoidal_table(config.max_position_embeddings, config.d_model), persistent=False
+        )
 
     def forward(self, length: int, past_length: int = 0) -> torch.Tensor:
         """Positions past_length .. past_length + length - 1 as a (length, E) tensor."""
@@ -673,7 +679,10 @@ class ScratchTransformerModel(ScratchTransformerPreTrainedModel):
     """The bare encoder-decoder: one token embedding shared by encoder and decoder (the paper's shared source and
     target vocabulary), returning the decoder's last hidden states. `AutoModel` builds this class."""
 
-    _tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight", "decoder.embed_tokens.weight": "shared.weight"}
+    _tied_weights_keys = {
+        "encoder.embed_tokens.weight": "shared.weight",
+        "decoder.embed_tokens.weight": "shared.weight",
+    }
 
     def __init__(self, config: ScratchTransformerConfig):
         super().__init__(config)
@@ -933,7 +942,10 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
         if labels is not None:
             loss = self.classification_loss(logits, labels)
         output = SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=encoder_outputs.hidden_states, attentions=encoder_outputs.attentions
+            loss=loss,
+            logits=logits,
+            hidden_states=encoder_outputs.hidden_states,
+            attentions=encoder_outputs.attentions,
         )
         return output if return_dict is not False else output.to_tuple()
 

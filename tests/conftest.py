@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny configurations, in the spirit of transformers' ModelTester (vocab 99, width 16)."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
+from hf_scratch_transformer import ScratchTransformerConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+PAD, BOS, EOS = 0, 1, 2
+VOCAB_SIZE = 99
+
+
+def tiny_config(**overrides) -> ScratchTransformerConfig:
+    """A model small enough that a test runs in well under a second. Dropout is off so outputs are deterministic,
+    and the larger init_std makes a random model's outputs depend visibly on its inputs."""
+    values = dict(
+        vocab_size=VOCAB_SIZE,
+        d_model=16,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=64,
+        dropout=0.0,
+        label_smoothing=0.0,
+        classifier_dropout=0.0,
+        init_std=0.3,
+        tie_word_embeddings=False,
+    )
+    values.update(overrides)
+    return ScratchTransformerConfig(**values)
+
+
+def random_batch(batch_size: int = 3, source_length: int = 9, target_length: int = 7, seed: int = 0):
+    """Source ids with right padding of different lengths, its attention mask, and target labels."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, VOCAB_SIZE, (batch_size, source_length), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    for row in range(1, batch_size):
+        real_length = max(2, source_length - 2 * row)
+        input_ids[row, real_length:] = PAD
+        attention_mask[row, real_length:] = 0
+    labels = torch.randint(3, VOCAB_SIZE, (batch_size, target_length), generator=generator)
+    labels[:, -1] = EOS
+    return input_ids, attention_mask, labels
+
+
+@pytest.fixture
+def config():
+    return tiny_config()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
