@@ -526,6 +526,7 @@ class ScratchTransformerDecoder(nn.Module):
         encoder_attention_mask: torch.Tensor | None,
         past_key_values: EncoderDecoderCache | None,
         past_length: int,
+        output_attentions: bool,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The self-attention mask (causal and padding) and the cross-attention mask (source padding)."""
         implementation = self.config._attn_implementation
@@ -542,9 +543,10 @@ class ScratchTransformerDecoder(nn.Module):
             )
             return self_mask, cross_mask
 
-        if attention_mask is None and (target_length == 1 or (implementation == "sdpa" and past_length == 0)):
-            # One new token may see every cached one; and SDPA masks the future itself (`is_causal`) when
-            # queries and keys start at the same position.
+        sdpa_masks_the_future = implementation == "sdpa" and past_length == 0 and not output_attentions
+        if attention_mask is None and (target_length == 1 or sdpa_masks_the_future):
+            # One new token may see every cached one. And SDPA masks the future itself (`is_causal`) when queries
+            # and keys start at the same position, unless weights are requested, which runs the eager formula.
             self_mask = None
         else:
             self_mask = causal_padding_mask(target_length, past_length, attention_mask, dtype, inputs_embeds.device)
@@ -584,7 +586,13 @@ class ScratchTransformerDecoder(nn.Module):
         check_mask_shape("attention_mask", encoder_attention_mask, tuple(encoder_hidden_states.shape[:2]))
 
         self_mask, cross_mask = self._masks(
-            inputs_embeds, attention_mask, encoder_hidden_states, encoder_attention_mask, past_key_values, past_length
+            inputs_embeds,
+            attention_mask,
+            encoder_hidden_states,
+            encoder_attention_mask,
+            past_key_values,
+            past_length,
+            output_attentions,
         )
         positions = self.embed_positions(target_length, past_length).to(inputs_embeds.dtype)  # (T, E)
         hidden_states = F.dropout(inputs_embeds + positions, p=self.config.dropout, training=self.training)
@@ -644,6 +652,41 @@ class ScratchTransformerPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = False
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with a clear error when the checkpoint's weights do not fit its config:
+        weights of another shape (by default `transformers` only logs which ones), or layers the config has and
+        the checkpoint lacks, or the reverse (by default silently random, or silently dropped)."""
+        return_loading_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            # Load again, tolerating the mismatch, only to learn which weights did not fit.
+            _, loading_info = super().from_pretrained(
+                *args, output_loading_info=True, **{**kwargs, "ignore_mismatched_sizes": True}
+            )
+            mismatched = "; ".join(
+                f"{key}: checkpoint {tuple(saved)}, config {tuple(expected)}"
+                for key, saved, expected in loading_info["mismatched_keys"]
+            )
+            raise ValueError(
+                f"The checkpoint's weights do not fit its config ({mismatched}). The config.json was edited or "
+                "belongs to another checkpoint: restore the config that was saved with these weights, or pass "
+                "ignore_mismatched_sizes=True to re-initialise those weights on purpose."
+            ) from error
+        layer_keys = sorted(
+            key for key in loading_info["missing_keys"] | loading_info["unexpected_keys"] if ".layers." in key
+        )
+        if layer_keys:
+            raise ValueError(
+                f"The checkpoint and its config disagree on the number of layers: {layer_keys[:4]} are "
+                f"{'missing from the checkpoint' if layer_keys[0] in loading_info['missing_keys'] else 'not in the model'}"
+                ". Restore the `encoder_layers` / `decoder_layers` the checkpoint was saved with."
+            )
+        return (model, loading_info) if return_loading_info else model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
