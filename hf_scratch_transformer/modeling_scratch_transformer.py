@@ -681,10 +681,12 @@ class ScratchTransformerPreTrainedModel(PreTrainedModel):
             key for key in loading_info["missing_keys"] | loading_info["unexpected_keys"] if ".layers." in key
         )
         if layer_keys:
+            where = (
+                "missing from the checkpoint" if layer_keys[0] in loading_info["missing_keys"] else "not in the model"
+            )
             raise ValueError(
-                f"The checkpoint and its config disagree on the number of layers: {layer_keys[:4]} are "
-                f"{'missing from the checkpoint' if layer_keys[0] in loading_info['missing_keys'] else 'not in the model'}"
-                ". Restore the `encoder_layers` / `decoder_layers` the checkpoint was saved with."
+                f"The checkpoint and its config disagree on the number of layers: {layer_keys[:4]} are {where}. "
+                "Restore the `encoder_layers` / `decoder_layers` the checkpoint was saved with."
             )
         return (model, loading_info) if return_loading_info else model
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import BOS, EOS, PAD, VOCAB_SIZE, random_batch, tiny_config
 from safetensors import safe_open
 from transformers import (
-    AutoConfig,
     AutoModel,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
@@ -24,7 +24,6 @@ from transformers import (
     pipeline,
 )
 
-from conftest import BOS, EOS, PAD, VOCAB_SIZE, random_batch, tiny_config
 from hf_scratch_transformer import (
     ScratchTransformerForConditionalGeneration,
     ScratchTransformerForSequenceClassification,
@@ -216,7 +215,7 @@ def test_sinusoidal_table_recomputed_after_from_pretrained(model_class, auto_cla
         torch.testing.assert_close(table.double(), expected, atol=1e-5, rtol=0)
         assert "table" in positions._non_persistent_buffers_set
     # and equal to a freshly built model's table, bit for bit
-    for fresh, loaded in zip(position_modules(model), modules):
+    for fresh, loaded in zip(position_modules(model), modules, strict=True):
         assert torch.equal(fresh.table, loaded.table)
 
 
