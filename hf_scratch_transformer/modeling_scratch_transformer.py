@@ -971,6 +971,10 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
         return_dict: bool | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput | tuple:
+        if attention_mask is None and input_ids is not None and self.config.pad_token_id is not None:
+            # Without a mask, padding is read off the ids, so that a sentence's label does not depend on how much
+            # padding its batch needed.
+            attention_mask = (input_ids != self.config.pad_token_id).long()
         encoder_outputs = self.model.encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -978,8 +982,6 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        if attention_mask is None and input_ids is not None and self.config.pad_token_id is not None:
-            attention_mask = input_ids != self.config.pad_token_id
         pooled = self.pool(encoder_outputs.last_hidden_state, attention_mask)
         logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
 
