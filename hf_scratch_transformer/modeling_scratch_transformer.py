@@ -40,11 +40,6 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_scratch_transformer import ScratchTransformerConfig
 
-# Implementations whose masks we build ourselves: an additive (B, 1, T|1, S) float mask. Every other kernel
-# (flash attention, flex attention) wants its own mask format, which `transformers.masking_utils` builds.
-OWN_MASK_IMPLEMENTATIONS = ("eager", "sdpa")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # 1. Masks and scaled dot-product attention
 # ---------------------------------------------------------------------------------------------------------------
@@ -54,6 +49,12 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Turn a boolean "may attend" mask into one added to the attention scores: 0 where allowed, the dtype's
     minimum where not. The minimum rather than -inf keeps a row with no allowed key finite (uniform, not NaN)."""
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def builds_own_masks(config: ScratchTransformerConfig, output_attentions: bool) -> bool:
+    """Eager attention (which a request for attention weights always runs) and SDPA take the additive masks built
+    below. Other kernels (flash attention, ...) take the formats `transformers.masking_utils` builds for them."""
+    return output_attentions or config._attn_implementation in (None, "eager", "sdpa")
 
 
 def padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -479,7 +480,7 @@ class ScratchTransformerEncoder(nn.Module):
         positions = self.embed_positions(source_length).to(inputs_embeds.dtype)  # (S, E)
         hidden_states = F.dropout(inputs_embeds + positions, p=self.config.dropout, training=self.training)
 
-        if self.config._attn_implementation in OWN_MASK_IMPLEMENTATIONS or self.config._attn_implementation is None:
+        if builds_own_masks(self.config, output_attentions):
             mask = padding_mask(attention_mask, inputs_embeds.dtype) if attention_mask is not None else None
         else:
             mask = create_bidirectional_mask(self.config, inputs_embeds, attention_mask)
@@ -531,7 +532,7 @@ class ScratchTransformerDecoder(nn.Module):
         """The self-attention mask (causal and padding) and the cross-attention mask (source padding)."""
         implementation = self.config._attn_implementation
         dtype, target_length = inputs_embeds.dtype, inputs_embeds.shape[1]
-        if implementation is not None and implementation not in OWN_MASK_IMPLEMENTATIONS:
+        if not builds_own_masks(self.config, output_attentions):
             self_mask = create_causal_mask(
                 self.config,
                 inputs_embeds,

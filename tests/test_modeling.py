@@ -263,3 +263,31 @@ def test_missing_decoder_inputs_are_explained():
         model(input_ids=input_ids, attention_mask=attention_mask)
     with pytest.raises(ValueError, match=r"exactly one of `input_ids` and `inputs_embeds`"):
         model(decoder_input_ids=input_ids)
+
+
+@torch.no_grad()
+def test_kernels_registered_with_transformers_get_their_masks_from_transformers():
+    """Kernels other than eager and SDPA (flash attention on a GPU) are looked up in transformers'
+    AttentionInterface, with masks from its AttentionMaskInterface. A kernel registered by name goes the same way."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import sdpa_mask
+
+    calls = []
+
+    def recording_kernel(*args, **kwargs):
+        calls.append(args[1].shape)  # the query
+        return sdpa_attention_forward(*args, **kwargs)
+
+    AttentionInterface.register("scratch_test_kernel", recording_kernel)
+    AttentionMaskInterface.register("scratch_test_kernel", sdpa_mask)
+    model = ScratchTransformerForConditionalGeneration(tiny_config()).eval()
+    inputs = seq2seq_inputs()
+    expected = model(**inputs).logits
+    expected_ids = model.generate(inputs["input_ids"], attention_mask=inputs["attention_mask"], max_new_tokens=5)
+
+    model.set_attn_implementation("scratch_test_kernel")
+    torch.testing.assert_close(model(**inputs).logits, expected, atol=1e-5, rtol=0)
+    assert len(calls) == 3 * 2  # encoder self, decoder self, decoder cross: 2 layers each
+    ids = model.generate(inputs["input_ids"], attention_mask=inputs["attention_mask"], max_new_tokens=5)
+    assert torch.equal(ids, expected_ids)
