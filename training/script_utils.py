@@ -1,0 +1,240 @@
+"""What the training scripts share: their common arguments, and the few steps every one of them takes the same way
+(read the arguments, load the data, load or build the model, check the run directory, save the results).
+
+Plain functions over `transformers` and `datasets`; each script still reads top to bottom.
+"""
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, PreTrainedTokenizerBase
+from transformers.trainer_utils import get_last_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import hf_scratch_transformer  # noqa: E402, F401  (registers the Auto classes)
+
+# File extensions that `datasets.load_dataset` reads, and the builder that reads each.
+DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".txt": "text", ".text": "text"}
+
+
+@dataclass
+class ModelArguments:
+    """Which model and tokenizer to start from."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A checkpoint (local folder or Hub id) to fine-tune. Leave empty to train a new model."},
+    )
+    config_name: str | None = field(
+        default=None,
+        metadata={"help": "Config of a new model (folder or Hub id); defaults to the paper's base model."},
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": 'Changes to the config of a new model, e.g. "d_model=256,encoder_layers=3,dropout=0.1".'},
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer folder or Hub id; defaults to the one saved with the model."}
+    )
+    attn_implementation: str | None = field(default=None, metadata={"help": '"eager", "sdpa" or a flash kernel.'})
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from: a Hub data set, or local files (json, jsonl, csv, txt)."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "A data set on the Hub (or a local folder)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration, e.g. de-en."})
+    train_file: str | None = field(default=None, metadata={"help": "Training data: .json, .jsonl, .csv or .txt."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data, same formats."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation rows."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+
+
+@dataclass
+class RunArguments:
+    """What to do with a run already in --output_dir (Trainer's own flags cover everything else)."""
+
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a run already in --output_dir."})
+
+
+def parse_arguments(*dataclass_types):
+    """Flags, or a single .json/.yaml file holding them: the same dataclasses either way."""
+    parser = HfArgumentParser(dataclass_types)
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        return parser.parse_json_file(os.path.abspath(sys.argv[1]))
+    if len(sys.argv) == 2 and sys.argv[1].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(os.path.abspath(sys.argv[1]))
+    return parser.parse_args_into_dataclasses()
+
+
+def load_raw_datasets(data_args: DataArguments) -> datasets.DatasetDict:
+    """The train and validation splits, from the Hub or from files, with a clear error for an unreadable file
+    and for an empty split."""
+    if data_args.dataset_name is not None:
+        raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name)
+    else:
+        files = {"train": data_args.train_file, "validation": data_args.validation_file}
+        files = {split: path for split, path in files.items() if path is not None}
+        if not files:
+            raise SystemExit("No data: pass --dataset_name, or --train_file (and --validation_file).")
+        builders = set()
+        for split, path in files.items():
+            suffix = Path(path).suffix.lower()
+            if suffix not in DATA_FILE_BUILDERS:
+                raise SystemExit(
+                    f"--{split}_file {path}: unknown extension {suffix!r}; use one of {sorted(DATA_FILE_BUILDERS)}."
+                )
+            if not Path(path).is_file():
+                raise SystemExit(f"--{split}_file {path}: no such file.")
+            builders.add(DATA_FILE_BUILDERS[suffix])
+        if len(builders) > 1:
+            raise SystemExit(f"The data files must share one format, got {sorted(builders)}.")
+        try:
+            raw = datasets.load_dataset(builders.pop(), data_files=files)
+        except Exception as error:  # datasets raises many types for a malformed file; all mean the same here
+            raise SystemExit(f"Could not read the data files {files}: {error}") from error
+
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples}
+    for split, limit in limits.items():
+        if split in raw and limit is not None:
+            raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
+    for split, dataset in raw.items():
+        if len(dataset) == 0:
+            raise SystemExit(f"The {split} split is empty: check the data file or --max_{split}_samples.")
+    return raw
+
+
+def require_columns(dataset: datasets.Dataset, columns: list[str], flag_hint: str) -> None:
+    missing = [column for column in columns if column not in dataset.column_names]
+    if missing:
+        raise SystemExit(f"The data has no column {missing[0]!r}; it has {dataset.column_names}. {flag_hint}")
+
+
+def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
+    source = model_args.tokenizer_name or model_args.model_name_or_path
+    if source is None:
+        raise SystemExit(
+            "No tokenizer: pass --tokenizer_name (a folder made by training/train_tokenizer.py) or "
+            "--model_name_or_path of a run that saved one."
+        )
+    return AutoTokenizer.from_pretrained(source)
+
+
+def parse_config_overrides(overrides: str | None) -> dict:
+    """ "d_model=256,dropout=0.1,normalize_before=true" -> {"d_model": 256, "dropout": 0.1, ...}."""
+    values = {}
+    for item in (overrides or "").split(","):
+        if not item.strip():
+            continue
+        key, separator, text = item.partition("=")
+        if not separator:
+            raise SystemExit(f"--config_overrides: {item!r} is not key=value.")
+        try:
+            values[key.strip()] = json.loads(
+                text.strip().lower() if text.strip().lower() in ("true", "false") else text
+            )
+        except json.JSONDecodeError:
+            values[key.strip()] = text.strip()  # a string such as position_embedding=learned
+    return values
+
+
+def load_model(model_class, model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, **config_kwargs):
+    """A checkpoint to fine-tune, or a new model whose vocabulary and special tokens are the tokenizer's."""
+    kwargs = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+    if model_args.model_name_or_path is not None:
+        model = model_class.from_pretrained(model_args.model_name_or_path, **config_kwargs, **kwargs)
+    else:
+        config_source = model_args.config_name
+        config = (
+            AutoConfig.from_pretrained(config_source) if config_source else AutoConfig.for_model("scratch_transformer")
+        )
+        special_tokens = {
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "decoder_start_token_id": tokenizer.bos_token_id,
+        }
+        for key, value in {
+            **special_tokens,
+            **config_kwargs,
+            **parse_config_overrides(model_args.config_overrides),
+        }.items():
+            setattr(config, key, value)
+        config = config.__class__(**config.to_dict())  # validates the overridden values
+        model = model_class.from_config(config, **kwargs)
+    if len(tokenizer) > model.config.vocab_size:
+        raise SystemExit(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}: "
+            "ids past the vocabulary cannot be embedded. Use the tokenizer the model was trained with."
+        )
+    return model
+
+
+def check_output_dir(output_dir: str, resume_from_checkpoint: str | bool | None, overwrite: bool) -> str | None:
+    """Refuse to write over another run. Returns the checkpoint to resume from: `--resume_from_checkpoint` as
+    given, or the last checkpoint in `output_dir` for `--resume_from_checkpoint true`."""
+    path = Path(output_dir)
+    holds_a_run = path.is_dir() and any(path.iterdir())
+    if resume_from_checkpoint in (True, "true", "True"):
+        last = get_last_checkpoint(output_dir) if path.is_dir() else None
+        if last is None:
+            raise SystemExit(f"--resume_from_checkpoint true: {output_dir} holds no checkpoint-* folder to resume.")
+        return last
+    if resume_from_checkpoint:
+        return resume_from_checkpoint
+    if holds_a_run and not overwrite:
+        raise SystemExit(
+            f"{output_dir} already holds a run ({sorted(p.name for p in path.iterdir())[:5]}). Pass "
+            "--resume_from_checkpoint true to continue it, --overwrite_output_dir to replace it, or another "
+            "--output_dir."
+        )
+    return None
+
+
+def processes_the_launcher_asked_for() -> int:
+    """`--num_processes N` of an `accelerate launch` that started this process (Linux), else 1."""
+    try:
+        arguments = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return 1
+    if "launch" not in arguments:
+        return 1
+    for flag in ("--num_processes", "--num-processes"):
+        if flag in arguments[:-1]:
+            return int(arguments[arguments.index(flag) + 1])
+    return 1
+
+
+def check_processes_see_each_other(world_size: int) -> None:
+    """Refuse N processes that do not form one process group: they would be N independent runs writing one
+    folder. `accelerate launch --cpu --num_processes 2`, for one, starts a single process; a torchrun whose
+    rendezvous failed starts several that each think they are alone. Call it after TrainingArguments exist:
+    they set up the process group."""
+    for asked, source in (
+        (int(os.environ.get("WORLD_SIZE", "1")), "WORLD_SIZE"),
+        (processes_the_launcher_asked_for(), "accelerate launch --num_processes"),
+    ):
+        if asked > 1 and asked != world_size:
+            raise SystemExit(
+                f"{source} asks for {asked} processes, but they do not see each other (this one sees "
+                f"{world_size}). On CPUs use `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes "
+                f"{asked}` or --config_file training/accelerate_configs/cpu_2proc.yaml (`--cpu` starts one "
+                "process), or `torchrun --nproc_per_node N` with --use_cpu."
+            )
+
+
+def save_results(trainer, tokenizer: PreTrainedTokenizerBase, metrics: dict) -> None:
+    """Model, tokenizer, generation config and all_results.json in --output_dir, loadable by the Auto classes."""
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(trainer.args.output_dir)
+        if getattr(trainer.model, "generation_config", None) is not None:
+            trainer.model.generation_config.save_pretrained(trainer.args.output_dir)
+    trainer.save_metrics("all", metrics)

@@ -1,0 +1,466 @@
+#!/usr/bin/env python
+"""Train the shared source/target subword vocabulary of the scratch Transformer, and save it as a Hugging Face
+tokenizer that `AutoTokenizer.from_pretrained` loads.
+
+Examples:
+
+    # a local file: .json / .jsonl (one JSON object a line), .csv, or .txt (one text a line)
+    python training/train_tokenizer.py --train_file ../shared/data/multi30k/train.jsonl --output_dir tokenizer/
+
+    # a Hub dataset with a `translation` column ({"de": ..., "en": ...}): both sides train one shared vocabulary
+    python training/train_tokenizer.py --dataset_name wmt16 --dataset_config_name de-en --languages de,en \
+        --vocab_size 37000 --output_dir tokenizer/
+
+    # every argument from one file
+    python training/train_tokenizer.py tokenizer_args.yaml
+
+Which columns are read: `--text_columns` if given; otherwise a `translation` column (the Hub's convention for
+parallel data, a dict of language -> text) on all its languages or on `--languages`; otherwise every string column.
+
+Two subword models (`--tokenizer_type`):
+
+- `bpe` (the default): byte-level BPE, as in GPT-2 and RoBERTa. The paper itself used byte-pair encoding, with a
+  shared EN-DE vocabulary of about 37000 tokens. Text is first mapped to bytes, and all 256 bytes are in the
+  vocabulary, so no input ever becomes `<unk>` and decoding gives back exactly the text that was encoded:
+  spaces, tabs, newlines and characters never seen in training included. The price: 256 ids go to the byte
+  alphabet, and a rare non-ASCII character (two to four bytes in UTF-8) can cost as many tokens.
+- `unigram`: a Unigram language model over words marked with `Metaspace` (a space becomes "▁", as in
+  SentencePiece and T5). Its pieces are whole characters, so an accented letter is one token; but a character
+  that is neither in the training text nor in the seed alphabet below becomes `<unk>` and is lost on decoding.
+  The seed alphabet (printable ASCII, Latin-1 and typographic quotes and dashes) covers English, German and
+  French. Like SentencePiece, it drops a space at the very start of a text.
+
+Both normalize with NFKC only: case and accents are kept, and compatibility characters are folded ("…" -> "...",
+"²" -> "2", full-width letters -> ASCII). So the round trip `decode(encode(text), skip_special_tokens=True) == text`
+is exact for text that is already NFKC, which ordinary English and German prose is.
+
+Special tokens have fixed ids, those that `ScratchTransformerConfig` defaults to: `<pad>` = 0 (`pad_token_id`),
+`<s>` = 1 (`bos_token_id` and `decoder_start_token_id`), `</s>` = 2 (`eos_token_id`), `<unk>` = 3, `<mask>` = 4,
+then `--num_sentinel_tokens` T5-style sentinels `<extra_id_0>`, `<extra_id_1>`, ... for span-corruption
+pretraining. Every encoded sequence ends with `</s>` (a pair: `A </s> B </s>`); padding is on the right.
+"""
+
+import logging
+import os
+import sys
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import datasets
+import pyarrow as pa
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import HfArgumentParser, PreTrainedTokenizerFast
+
+logger = logging.getLogger(__name__)
+
+# The ids 0..4 are the defaults of `ScratchTransformerConfig`: pad_token_id=0, bos_token_id=1, eos_token_id=2.
+PAD, BOS, EOS, UNK, MASK = "<pad>", "<s>", "</s>", "<unk>", "<mask>"
+NAMED_SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, MASK)
+TOKENIZER_TYPES = ("bpe", "unigram")
+LOADERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".txt": "text"}  # file extension -> datasets loader
+TRANSLATION_COLUMN = "translation"
+
+# Characters the Unigram model keeps even when the training text lacks them, so that held-out English, German or
+# French text does not hit `<unk>`. Only characters that NFKC leaves alone: the others never reach the model.
+UNIGRAM_SEED_ALPHABET = [
+    char
+    for char in dict.fromkeys(
+        [chr(code) for code in range(0x21, 0x7F)]  # printable ASCII without the space (that is "▁")
+        + [chr(code) for code in range(0xA1, 0x100)]  # Latin-1: äöüß, é, ç, «», °, ...
+        + list("€–—„“”‚‘’\t\n")
+    )
+    if unicodedata.normalize("NFKC", char) == char
+]
+
+
+@dataclass
+class DataArguments:
+    """Where the text comes from."""
+
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Name of a dataset on the Hub (datasets.load_dataset), e.g. `wmt16`."}
+    )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Configuration of the Hub dataset, e.g. `de-en`."}
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split to read."})
+    train_file: str | None = field(
+        default=None,
+        metadata={
+            "help": f"A local file instead of a Hub dataset; its extension picks the loader: {sorted(LOADERS)}."
+        },
+    )
+    text_columns: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated columns to read, e.g. `title,body`. Default: a `translation` column if there is "
+            "one, otherwise every string column."
+        },
+    )
+    languages: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated languages of a `translation` column to read, e.g. `en,de`. Default: all."},
+    )
+    max_samples: int | None = field(
+        default=None, metadata={"help": "Read only the first this many rows (for quick runs and tests)."}
+    )
+    streaming: bool = field(
+        default=False, metadata={"help": "Stream the dataset instead of downloading and caching it whole."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where `datasets` caches what it loads."})
+
+    def __post_init__(self):
+        if (self.dataset_name is None) == (self.train_file is None):
+            raise ValueError("Give exactly one of `--dataset_name` (a Hub dataset) and `--train_file` (a local file).")
+        if self.max_samples is not None and self.max_samples <= 0:
+            raise ValueError(f"`--max_samples` must be a positive number of rows, got {self.max_samples}.")
+
+
+@dataclass
+class TokenizerArguments:
+    """What to train, and where to save it."""
+
+    output_dir: str = field(metadata={"help": "Directory to save the tokenizer to (`save_pretrained`)."})
+    tokenizer_type: str = field(
+        default="bpe",
+        metadata={
+            "help": "`bpe` (byte-level BPE, lossless) or `unigram` (Unigram with Metaspace).",
+            "choices": TOKENIZER_TYPES,
+        },
+    )
+    vocab_size: int = field(
+        default=8000, metadata={"help": "Size of the vocabulary, special tokens included; the model's `vocab_size`."}
+    )
+    min_frequency: int = field(
+        default=2, metadata={"help": "BPE only: merge a pair only if it occurs at least this often."}
+    )
+    num_sentinel_tokens: int = field(
+        default=100, metadata={"help": "Number of T5-style sentinels `<extra_id_N>` for span-corruption pretraining."}
+    )
+    model_max_length: int = field(
+        default=512, metadata={"help": "Longest input the model takes (its `max_position_embeddings`)."}
+    )
+
+    def __post_init__(self):
+        if self.num_sentinel_tokens < 0:
+            raise ValueError(f"`--num_sentinel_tokens` cannot be negative, got {self.num_sentinel_tokens}.")
+        check_vocab_size(self.tokenizer_type, self.vocab_size, self.num_sentinel_tokens)
+
+
+def split_names(names: str | list[str] | None) -> list[str] | None:
+    """`"en, de"` (command line) or `["en", "de"]` (a YAML list) -> `["en", "de"]`."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = names.split(",")
+    return [name.strip() for name in names if name.strip()]
+
+
+def special_tokens(num_sentinel_tokens: int = 100) -> list[str]:
+    """The special tokens in id order: `<pad> <s> </s> <unk> <mask>` then `<extra_id_0>` ... (ids 5, 6, ...)."""
+    return list(NAMED_SPECIAL_TOKENS) + [f"<extra_id_{i}>" for i in range(num_sentinel_tokens)]
+
+
+def minimum_vocab_size(tokenizer_type: str, num_special_tokens: int) -> int:
+    """The special tokens plus the alphabet the model always keeps: 256 bytes (BPE), or the seed characters and
+    the word-boundary mark "▁" (Unigram)."""
+    alphabet = len(pre_tokenizers.ByteLevel.alphabet()) if tokenizer_type == "bpe" else len(UNIGRAM_SEED_ALPHABET) + 1
+    return num_special_tokens + alphabet
+
+
+def check_vocab_size(tokenizer_type: str, vocab_size: int, num_sentinel_tokens: int) -> None:
+    """Raise a `ValueError` if the vocabulary has no room left after the special tokens and the alphabet."""
+    if tokenizer_type not in TOKENIZER_TYPES:
+        raise ValueError(f"`--tokenizer_type` must be one of {TOKENIZER_TYPES}, got {tokenizer_type!r}.")
+    num_special_tokens = len(NAMED_SPECIAL_TOKENS) + num_sentinel_tokens
+    minimum = minimum_vocab_size(tokenizer_type, num_special_tokens)
+    if vocab_size <= minimum:
+        alphabet = "256 byte symbols" if tokenizer_type == "bpe" else f"{minimum - num_special_tokens} seed characters"
+        raise ValueError(
+            f"`--vocab_size {vocab_size}` is too small for {tokenizer_type}: its {num_special_tokens} special tokens "
+            f"({len(NAMED_SPECIAL_TOKENS)} named + {num_sentinel_tokens} sentinels) and {alphabet} already take "
+            f"{minimum} ids, which leaves no room for subwords. Ask for more than {minimum} (8000 to 37000 are "
+            "usual), or lower `--num_sentinel_tokens`."
+        )
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Data: load the dataset, choose its text columns, and read the texts
+# -----------------------------------------------------------------------------------------------------------------
+
+
+def load_raw_dataset(data_args: DataArguments) -> datasets.Dataset | datasets.IterableDataset:
+    """One split of a Hub dataset or of a local file, cut to `max_samples` rows."""
+    if data_args.dataset_name is not None:
+        dataset = datasets.load_dataset(
+            data_args.dataset_name,
+            data_args.dataset_config_name,
+            split=data_args.dataset_split,
+            streaming=data_args.streaming,
+            cache_dir=data_args.cache_dir,
+        )
+    else:
+        path = data_args.train_file
+        extension = os.path.splitext(path)[1].lower()
+        if extension not in LOADERS:
+            raise ValueError(
+                f"`--train_file {path}`: cannot tell how to read a '{extension}' file. Use one of the extensions "
+                f"{sorted(LOADERS)} (JSON Lines, CSV with a header, or plain text with one text a line)."
+            )
+        if not os.path.isfile(path):
+            raise ValueError(f"`--train_file {path}` does not exist (or is not a file). Check the path.")
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"`--train_file {path}` is empty: there is no text to train on.")
+        try:
+            dataset = datasets.load_dataset(
+                LOADERS[extension],
+                data_files={"train": path},
+                split="train",
+                streaming=data_args.streaming,
+                cache_dir=data_args.cache_dir,
+            )
+        except Exception as error:  # datasets wraps a parse error in DatasetGenerationError; say which file failed
+            cause = error.__cause__ or error
+            if "corresponds to no data" in str(cause):  # what datasets says when a file holds no rows
+                raise ValueError(
+                    f"`--train_file {path}` has no rows (a CSV header only, or blank lines): no text to train on."
+                ) from error
+            raise ValueError(
+                f"Could not read `--train_file {path}` with the '{LOADERS[extension]}' loader "
+                f"({type(cause).__name__}: {cause}). Check that the file is valid {extension[1:].upper()}, e.g. "
+                "JSON Lines hold one JSON object a line and a CSV file starts with a header row."
+            ) from error
+
+    if data_args.max_samples is not None:
+        if isinstance(dataset, datasets.IterableDataset):
+            dataset = dataset.take(data_args.max_samples)
+        else:
+            dataset = dataset.select(range(min(data_args.max_samples, len(dataset))))
+    return dataset
+
+
+def dataset_features(dataset: datasets.Dataset | datasets.IterableDataset) -> datasets.Features:
+    """The column types; a stream whose types are not declared is typed from its first row."""
+    if isinstance(dataset, datasets.Dataset) and len(dataset) == 0:
+        raise ValueError("The dataset has no rows: there is no text to train on. Check the file or split.")
+    if dataset.features is not None:
+        return dataset.features
+    first_row = next(iter(dataset), None)
+    if first_row is None:
+        raise ValueError("The dataset has no rows: there is no text to train on. Check the file or split.")
+    return datasets.Features.from_arrow_schema(pa.Table.from_pylist([first_row]).schema)
+
+
+def is_text(feature) -> bool:
+    return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+
+
+def translation_languages(feature) -> list[str] | None:
+    """The languages of a translation column (a dict of language -> text), or None if `feature` is not one."""
+    if isinstance(feature, datasets.Translation):
+        return list(feature.languages)
+    if isinstance(feature, dict) and feature and all(is_text(value) for value in feature.values()):
+        return list(feature)
+    return None
+
+
+def text_fields(
+    features: datasets.Features, text_columns: list[str] | None = None, languages: list[str] | None = None
+) -> list[tuple[str, str | None]]:
+    """Where the texts are: `(column, None)` for a string column, `(column, language)` for one side of a
+    translation column. Raises a `ValueError` that lists the columns when the asked-for ones are not there."""
+    columns = list(features)
+    if text_columns is None:
+        if TRANSLATION_COLUMN in features:
+            text_columns = [TRANSLATION_COLUMN]
+        else:
+            text_columns = [name for name in columns if is_text(features[name])]
+            if not text_columns:
+                raise ValueError(
+                    f"The dataset has no string column to read text from; its columns are {columns}. "
+                    "Name the text with `--text_columns`."
+                )
+
+    fields, used_translation = [], False
+    for column in text_columns:
+        if column not in features:
+            raise ValueError(
+                f"Text column '{column}' is not in the dataset; its columns are {columns}. "
+                "Pass some of them with `--text_columns` (comma-separated)."
+            )
+        feature = features[column]
+        if is_text(feature):
+            fields.append((column, None))
+            continue
+        column_languages = translation_languages(feature)
+        if column_languages is None:
+            raise ValueError(
+                f"Column '{column}' holds {feature}, not text. Choose string columns with `--text_columns`; "
+                f"the dataset's columns are {columns}."
+            )
+        used_translation = True
+        for language in languages or column_languages:
+            if language not in column_languages:
+                raise ValueError(
+                    f"Language '{language}' is not in column '{column}', which holds {column_languages}. "
+                    "Fix `--languages`."
+                )
+            fields.append((column, language))
+    if languages and not used_translation:
+        raise ValueError(
+            f"`--languages {','.join(languages)}` applies to a translation column, but the columns read "
+            f"({text_columns}) hold plain text. Drop `--languages` or read a translation column."
+        )
+    return fields
+
+
+def text_iterator(
+    dataset: datasets.Dataset | datasets.IterableDataset, fields: list[tuple[str, str | None]], batch_size: int = 1000
+) -> Iterator[str]:
+    """Every text of `fields` that is not empty or blank, row by row (read in batches: much faster)."""
+    columns = list(dict.fromkeys(column for column, _ in fields))
+    for batch in dataset.select_columns(columns).iter(batch_size=batch_size):
+        for row in range(len(batch[columns[0]])):
+            for column, language in fields:
+                value = batch[column][row]
+                text = value if language is None else (value or {}).get(language)
+                if text and not text.isspace():
+                    yield text
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Tokenizer: normalizer -> pre-tokenizer -> model -> post-processor, and the decoder that undoes them
+# -----------------------------------------------------------------------------------------------------------------
+
+
+def build_tokenizer(
+    tokenizer_type: str, vocab_size: int, min_frequency: int = 2, num_sentinel_tokens: int = 100
+) -> tuple[Tokenizer, trainers.Trainer]:
+    """An untrained `tokenizers.Tokenizer` and the trainer that fills its vocabulary, special tokens first."""
+    check_vocab_size(tokenizer_type, vocab_size, num_sentinel_tokens)
+    specials = special_tokens(num_sentinel_tokens)
+
+    if tokenizer_type == "bpe":
+        tokenizer = Tokenizer(models.BPE())  # no unk_token: every byte is in the vocabulary
+        # add_prefix_space=False: a text's first word gets no invented space, so decoding gives the text back.
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+    else:
+        tokenizer = Tokenizer(models.Unigram())
+        # "always" puts "▁" before the first word too, so it is tokenized like every other word; the decoder
+        # removes that one again.
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+        tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+        trainer = trainers.UnigramTrainer(
+            vocab_size=vocab_size, special_tokens=specials, unk_token=UNK, initial_alphabet=UNIGRAM_SEED_ALPHABET
+        )
+    tokenizer.normalizer = normalizers.NFKC()  # no lowercasing, no accent stripping
+    return tokenizer, trainer
+
+
+def train_tokenizer(
+    texts: Iterator[str],
+    tokenizer_type: str = "bpe",
+    vocab_size: int = 8000,
+    min_frequency: int = 2,
+    num_sentinel_tokens: int = 100,
+) -> Tokenizer:
+    """Train on `texts`, then make every sequence end with `</s>`."""
+    tokenizer, trainer = build_tokenizer(tokenizer_type, vocab_size, min_frequency, num_sentinel_tokens)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    for token_id, token in enumerate(special_tokens(num_sentinel_tokens)):  # the ids the model config expects
+        if tokenizer.token_to_id(token) != token_id:
+            raise RuntimeError(f"{token} got id {tokenizer.token_to_id(token)} instead of {token_id}.")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, tokenizer.token_to_id(EOS))]
+    )
+    return tokenizer
+
+
+def to_transformers(
+    tokenizer: Tokenizer, num_sentinel_tokens: int = 100, model_max_length: int = 512
+) -> PreTrainedTokenizerFast:
+    """Wrap the trained tokenizer so that `save_pretrained` / `AutoTokenizer.from_pretrained` know its specials."""
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        mask_token=MASK,
+        # the sentinels; `extra_special_tokens` is transformers v5's name for `additional_special_tokens`
+        extra_special_tokens=special_tokens(num_sentinel_tokens)[len(NAMED_SPECIAL_TOKENS) :],
+        model_max_length=model_max_length,
+        padding_side="right",
+        clean_up_tokenization_spaces=False,  # "a ." must not come back as "a."
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, TokenizerArguments]:
+    """From the command line, or from a single .json / .yaml file that holds every argument."""
+    parser = HfArgumentParser((DataArguments, TokenizerArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def main(argv: list[str] | None = None) -> PreTrainedTokenizerFast:
+    data_args, tokenizer_args = parse_args(argv)
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO
+    )
+    dataset = load_raw_dataset(data_args)
+    fields = text_fields(
+        dataset_features(dataset), split_names(data_args.text_columns), split_names(data_args.languages)
+    )
+    sample = next(text_iterator(dataset, fields), None)
+    if sample is None:
+        raise ValueError(
+            f"The dataset has rows but no text: every value of {fields} is empty or blank. Check the columns."
+        )
+    logger.info(
+        "Training a %s tokenizer on %s",
+        tokenizer_args.tokenizer_type,
+        [c if lang is None else f"{c}.{lang}" for c, lang in fields],
+    )
+
+    backend = train_tokenizer(
+        text_iterator(dataset, fields),
+        tokenizer_args.tokenizer_type,
+        tokenizer_args.vocab_size,
+        tokenizer_args.min_frequency,
+        tokenizer_args.num_sentinel_tokens,
+    )
+    tokenizer = to_transformers(backend, tokenizer_args.num_sentinel_tokens, tokenizer_args.model_max_length)
+    tokenizer.save_pretrained(tokenizer_args.output_dir)
+
+    # A short summary: the size to put in the model config, and one text as the model will see it.
+    ids = tokenizer(sample).input_ids
+    decoded = tokenizer.decode(ids, skip_special_tokens=True)
+    print(f"Saved a {tokenizer_args.tokenizer_type} tokenizer to {tokenizer_args.output_dir}")
+    print(f"vocab_size: {len(tokenizer)} (use it as the model config's vocab_size)")
+    named_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in NAMED_SPECIAL_TOKENS}
+    sentinels = tokenizer_args.num_sentinel_tokens
+    print(f"special tokens: {named_ids}, then {sentinels} sentinels <extra_id_0>... from id {len(named_ids)}")
+    print(f"sample: {sample!r}")
+    if tokenizer_args.tokenizer_type == "bpe":  # byte-level symbols ("Ġ", "Ã¤") are unreadable: show text
+        print(f"tokens: {[tokenizer.decode([token_id]) for token_id in ids]}")
+    else:
+        print(f"tokens: {tokenizer.convert_ids_to_tokens(ids)}")
+    print(f"ids:    {ids}")
+    print(f"decoded back exactly: {decoded == sample}")
+    return tokenizer
+
+
+if __name__ == "__main__":
+    main()
