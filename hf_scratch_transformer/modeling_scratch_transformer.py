@@ -933,6 +933,9 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
     """
 
     _tied_weights_keys = {"model.encoder.embed_tokens.weight": "model.shared.weight"}
+    # The loss is a mean over the batch, not a sum to be divided by `num_items_in_batch`: this tells `Trainer` to
+    # average over processes and accumulation steps itself (our **kwargs would otherwise make it assume a sum).
+    accepts_loss_kwargs = False
     # A checkpoint of the encoder-decoder loads without complaint: the classifier has no use for its decoder.
     _keys_to_ignore_on_load_unexpected = [r"^model\.decoder\.", r"^lm_head\."]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from script_utils import (
+    AtomicTrainer,
     DataArguments,
     ModelArguments,
     RunArguments,
@@ -33,7 +34,6 @@ from script_utils import (
 from transformers import (
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
-    Trainer,
     TrainingArguments,
     set_seed,
 )
@@ -85,6 +85,18 @@ def main() -> None:
             label_names = [str(value) for value in values]
     label_to_id = {name: i for i, name in enumerate(label_names)}
 
+    def label_id(label) -> int:
+        """Class ids stay as they are; label names get their id (-1 for a name that is not a class)."""
+        return label if isinstance(label, int) else label_to_id.get(str(label), -1)
+
+    for split, dataset in raw.items():
+        unknown = {label for label in dataset[task_args.label_column] if not 0 <= label_id(label) < len(label_names)}
+        if unknown:
+            raise SystemExit(
+                f"Labels {sorted(unknown, key=str)[:5]} in the {split} split are outside the {len(label_names)} "
+                f"classes {label_names}. Pass --class_names with every class, in id order."
+            )
+
     # 2. Tokenizer and model.
     tokenizer = load_tokenizer(model_args)
     model = load_model(
@@ -106,16 +118,7 @@ def main() -> None:
 
     def preprocess(batch):
         encoded = tokenizer(batch[task_args.text_column], max_length=task_args.max_source_length, truncation=True)
-        labels = batch[task_args.label_column]
-        if labels and not isinstance(labels[0], int):
-            labels = [label_to_id[str(label)] for label in labels]
-        bad = [label for label in labels if not 0 <= label < len(label_names)]
-        if bad:
-            raise ValueError(
-                f"Labels {sorted(set(bad))[:5]} are outside the {len(label_names)} classes {label_names}. "
-                "Pass --class_names with every class, in id order."
-            )
-        encoded["labels"] = labels
+        encoded["labels"] = [label_id(label) for label in batch[task_args.label_column]]
         return encoded
 
     with training_args.main_process_first(desc="tokenizing"):
@@ -136,7 +139,7 @@ def main() -> None:
         return metric.compute(predictions=predicted, references=prediction.label_ids, average=average)
 
     # 4. Train, evaluate, save.
-    trainer = Trainer(
+    trainer = AtomicTrainer(
         model=model,
         args=training_args,
         train_dataset=tokenized["train"],

@@ -1,0 +1,141 @@
+"""training/finetune_sentiment.py end to end on a generated toy task, its errors, and real SST-2 when present."""
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT, SHARED_DATA
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+SCRIPT = REPO_ROOT / "training" / "finetune_sentiment.py"
+TINY_MODEL = (
+    "d_model=32,encoder_layers=2,decoder_layers=1,encoder_attention_heads=4,decoder_attention_heads=4,"
+    "encoder_ffn_dim=64,decoder_ffn_dim=64,normalize_before=true"
+)
+COMMON = ["--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "no", "--seed", "0"]
+
+
+def toy_reviews(count: int, seed: int, text_key: str = "sentence") -> list[dict]:
+    """Sentences whose label is given by one sentiment word among neutral ones."""
+    rng = random.Random(seed)
+    positive = ["good", "great", "lovely", "wonderful", "superb", "charming"]
+    negative = ["bad", "awful", "poor", "terrible", "dull", "boring"]
+    neutral = ["the", "movie", "was", "really", "quite", "plot", "acting", "a", "film", "story"]
+    rows = []
+    for i in range(count):
+        label = i % 2
+        words = rng.sample(neutral, 4) + [rng.choice(positive if label else negative)]
+        rng.shuffle(words)
+        rows.append({text_key: " ".join(words), "label": label})
+    return rows
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def run(*arguments, check=True) -> subprocess.CompletedProcess:
+    completed = subprocess.run(
+        [sys.executable, *map(str, arguments)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600
+    )
+    if check:
+        assert completed.returncode == 0, completed.stderr[-4000:]
+    return completed
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sentiment")
+    train = write_jsonl(folder / "train.jsonl", toy_reviews(400, seed=0))
+    validation = write_jsonl(folder / "validation.jsonl", toy_reviews(100, seed=1))
+    tokenizer = folder / "tokenizer"
+    run(REPO_ROOT / "training" / "train_tokenizer.py", "--train_file", train, "--output_dir", tokenizer,
+        "--vocab_size", 400, "--num_sentinel_tokens", 10)  # fmt: skip
+    return {"folder": folder, "train": train, "validation": validation, "tokenizer": str(tokenizer)}
+
+
+def test_trains_a_new_model_and_saves_a_pipeline_ready_classifier(data, tmp_path):
+    output = tmp_path / "run"
+    run(SCRIPT, "--train_file", data["train"], "--validation_file", data["validation"],
+        "--tokenizer_name", data["tokenizer"], "--config_overrides", TINY_MODEL, "--class_names", "negative,positive",
+        "--output_dir", output, "--num_train_epochs", 3, "--per_device_train_batch_size", 16,
+        "--learning_rate", 3e-3, "--eval_strategy", "epoch", "--logging_steps", 5, *COMMON)  # fmt: skip
+    results = json.loads((output / "all_results.json").read_text())
+    assert results["eval_accuracy"] >= 0.9, results  # the toy task is one word; chance is 0.5
+    assert 0.0 <= results["eval_f1"] <= 1.0
+    model = AutoModelForSequenceClassification.from_pretrained(output)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    classify = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(output))
+    assert classify("the film was really wonderful")[0]["label"] == "positive"
+    assert classify("the film was really awful")[0]["label"] == "negative"
+
+
+def test_arguments_from_a_json_file_and_the_text_column_of_imdb(data, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", toy_reviews(40, seed=2, text_key="text"))
+    arguments = {
+        "train_file": train,
+        "tokenizer_name": data["tokenizer"],
+        "config_overrides": TINY_MODEL,
+        "output_dir": str(tmp_path / "run"),
+        "max_steps": 3,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+    }
+    (tmp_path / "args.json").write_text(json.dumps(arguments))
+    run(SCRIPT, tmp_path / "args.json")
+    assert json.loads((tmp_path / "run" / "all_results.json").read_text())["train_loss"] > 0
+
+
+@pytest.mark.parametrize(
+    ("make_train", "extra", "message"),
+    [
+        (
+            lambda p: write_jsonl(p, [{"review": "good", "label": 1}]),
+            [],
+            r"no column 'sentence'; it has \['review', 'label'\]",
+        ),
+        (
+            lambda p: write_jsonl(p, [{"sentence": "good", "label": 5}]),
+            ["--class_names", "negative,positive"],
+            r"Labels \[5\] in the train split are outside the 2 classes",
+        ),
+        (lambda p: (p.write_text(""), str(p))[1], [], r"Could not read|is empty"),
+        (lambda p: str(p.with_name("missing.jsonl")), [], r"no such file"),
+    ],
+    ids=["missing column", "label outside the classes", "empty file", "missing file"],
+)
+def test_bad_data_gets_a_clear_error(data, tmp_path, make_train, extra, message):
+    train = make_train(tmp_path / "train.jsonl")
+    completed = run(SCRIPT, "--train_file", train, "--tokenizer_name", data["tokenizer"],
+                    "--config_overrides", TINY_MODEL, "--output_dir", tmp_path / "run", "--max_steps", 1,
+                    *extra, *COMMON, check=False)  # fmt: skip
+    assert completed.returncode != 0
+    assert "Traceback" not in completed.stderr
+    assert __import__("re").search(message, completed.stderr), completed.stderr[-2000:]
+
+
+def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused(data, tmp_path):
+    completed = run(SCRIPT, "--train_file", data["train"], "--tokenizer_name", data["tokenizer"],
+                    "--config_overrides", TINY_MODEL + ",vocab_size=100", "--output_dir", tmp_path / "run",
+                    "--max_steps", 1, *COMMON, check=False)  # fmt: skip
+    assert completed.returncode != 0
+    assert "The tokenizer has" in completed.stderr and "vocab_size" in completed.stderr
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "sst2").is_dir(), reason="../shared/data/sst2 is absent")
+def test_real_sst2_slice(tmp_path):
+    tokenizer = tmp_path / "tokenizer"
+    run(REPO_ROOT / "training" / "train_tokenizer.py", "--train_file", SHARED_DATA / "sst2" / "train.jsonl",
+        "--max_samples", 3000, "--output_dir", tokenizer, "--vocab_size", 1000,
+        "--num_sentinel_tokens", 10)  # fmt: skip
+    run(SCRIPT, "--train_file", SHARED_DATA / "sst2" / "train.jsonl",
+        "--validation_file", SHARED_DATA / "sst2" / "validation.jsonl", "--max_train_samples", 2000,
+        "--max_eval_samples", 200, "--tokenizer_name", tokenizer, "--config_overrides", TINY_MODEL,
+        "--output_dir", tmp_path / "run", "--max_steps", 40, "--per_device_train_batch_size", 32,
+        "--learning_rate", 2e-3, *COMMON)  # fmt: skip
+    results = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    assert 0.0 <= results["eval_accuracy"] <= 1.0 and results["train_loss"] > 0

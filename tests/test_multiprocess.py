@@ -1,0 +1,144 @@
+"""Accelerate: the configs in training/accelerate_configs/ load, two CPU processes train exactly as one process with
+the same global batch, and a launch whose processes cannot see each other is refused."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+from accelerate.commands.launch import launch_command_parser
+from conftest import REPO_ROOT
+from safetensors.torch import load_file
+
+from hf_scratch_transformer import modeling_scratch_transformer
+
+CONFIGS = REPO_ROOT / "training" / "accelerate_configs"
+SCRIPT = REPO_ROOT / "training" / "finetune_sentiment.py"
+# `python -m accelerate.commands.accelerate_cli launch` is the `accelerate launch` command without relying on PATH;
+# its command line holds "launch", which the script reads to see how many processes were asked for.
+ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--main_process_port", "0"]
+# Dropout off: the two runs draw their masks from different RNG streams (one per process).
+TINY_MODEL = (
+    "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2,"
+    "encoder_ffn_dim=64,decoder_ffn_dim=64,dropout=0.0,classifier_dropout=0.0"
+)
+STEPS = 6
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.name)
+def test_accelerate_config_loads_and_every_key_is_a_launch_option(path):
+    config = load_config_from_file(str(path))  # raises on keys ClusterConfig does not know
+    assert isinstance(config, ClusterConfig)
+    assert config.num_processes >= 2 and config.num_processes % config.num_machines == 0
+    launch_options = {action.dest for action in launch_command_parser()._actions}
+    for key in yaml.safe_load(path.read_text()).get("fsdp_config", {}):
+        assert key in launch_options, f"{path.name}: fsdp_config.{key} is no `accelerate launch` option"
+    for name in config.fsdp_config.get("fsdp_transformer_layer_cls_to_wrap", "").split(","):
+        assert not name or hasattr(modeling_scratch_transformer, name), name
+
+
+def test_the_configs_say_what_they_are_for():
+    cpu = load_config_from_file(str(CONFIGS / "cpu_2proc.yaml"))
+    assert (cpu.distributed_type, cpu.use_cpu, cpu.num_processes) == ("MULTI_GPU", True, 2)
+    for name in ("multi_gpu_ddp_bf16.yaml", "multi_gpu_fsdp_bf16.yaml", "multi_node_ddp.yaml"):
+        assert load_config_from_file(str(CONFIGS / name)).mixed_precision == "bf16"
+    fsdp = load_config_from_file(str(CONFIGS / "multi_gpu_fsdp_bf16.yaml"))
+    assert fsdp.distributed_type == "FSDP"
+    assert fsdp.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(",") == [
+        "ScratchTransformerEncoderLayer",
+        "ScratchTransformerDecoderLayer",
+    ]
+    multi_node = load_config_from_file(str(CONFIGS / "multi_node_ddp.yaml"))
+    assert (multi_node.num_machines, multi_node.num_processes) == (2, 16)
+    lines = (CONFIGS / "multi_node_ddp.yaml").read_text().splitlines()
+    for field in ("num_machines", "num_processes", "machine_rank", "main_process_ip", "main_process_port"):
+        line = next(line for line in lines if line.startswith(f"{field}:"))
+        assert "# EDIT" in line, f"multi_node_ddp.yaml: {field} is not marked as a field to edit"
+
+
+@pytest.fixture(scope="module")
+def sentiment(tmp_path_factory):
+    """48 one-word-sentiment sentences (six batches of 8) and a 400-token tokenizer."""
+    folder = tmp_path_factory.mktemp("multiprocess")
+    rng = random.Random(0)
+    neutral = ["the", "movie", "was", "really", "quite", "plot", "acting", "a", "film", "story"]
+    sentiment_words = (["bad", "awful", "poor", "dull"], ["good", "great", "lovely", "wonderful"])
+    with open(folder / "train.jsonl", "w") as file:
+        for i in range(48):
+            words = rng.sample(neutral, rng.randint(2, 6)) + [rng.choice(sentiment_words[i % 2])]  # ragged lengths
+            rng.shuffle(words)
+            file.write(json.dumps({"sentence": " ".join(words), "label": i % 2}) + "\n")
+    run(
+        [sys.executable, REPO_ROOT / "training" / "train_tokenizer.py", "--train_file", folder / "train.jsonl",
+         "--output_dir", folder / "tokenizer", "--vocab_size", "400", "--num_sentinel_tokens", "10"]
+    )  # fmt: skip
+    return folder
+
+
+def run(command, check=True) -> subprocess.CompletedProcess:
+    # One thread a process: two processes on a shared CPU, and the same kernels as the single-process run.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [str(part) for part in command], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, env=env
+    )
+    if check:
+        assert completed.returncode == 0, completed.stderr[-4000:]
+    return completed
+
+
+def script_arguments(sentiment: Path, output_dir: Path, batch_size: int) -> list:
+    """`STEPS` steps in file order (sequential sampler): with 2 processes of 4 rows, rank 0 takes rows 0-3 and
+    rank 1 rows 4-7 of each 8, the batch of the single process."""
+    return [
+        SCRIPT, "--train_file", sentiment / "train.jsonl", "--tokenizer_name", sentiment / "tokenizer",
+        "--config_overrides", TINY_MODEL, "--output_dir", output_dir, "--per_device_train_batch_size", batch_size,
+        "--max_steps", STEPS, "--save_steps", STEPS, "--logging_steps", 1, "--train_sampling_strategy", "sequential",
+        "--learning_rate", 1e-3, "--seed", 0, "--use_cpu", "--report_to", "none", "--disable_tqdm", "true",
+        "--ddp_find_unused_parameters", "false",
+    ]  # fmt: skip
+
+
+def training_logs(output_dir: Path) -> list[dict]:
+    state = json.loads((output_dir / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())
+    return [entry for entry in state["log_history"] if "loss" in entry]
+
+
+def test_two_cpu_processes_train_as_one_process_with_the_same_global_batch(sentiment, tmp_path):
+    two, one = tmp_path / "two_processes", tmp_path / "one_process"
+    launched = run(
+        [*ACCELERATE_LAUNCH, "--config_file", CONFIGS / "cpu_2proc.yaml", *script_arguments(sentiment, two, 4)]
+    )
+    run([sys.executable, *script_arguments(sentiment, one, 8)])
+
+    # Two processes ran, in one process group: each wrote its RNG state into the one (atomic) checkpoint.
+    checkpoint = {path.name for path in (two / f"checkpoint-{STEPS}").iterdir()}
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= checkpoint, launched.stderr[-4000:]
+    assert not (two / "_incomplete_checkpoints").exists()
+
+    two_logs, one_logs = training_logs(two), training_logs(one)
+    assert [entry["step"] for entry in two_logs] == [entry["step"] for entry in one_logs] == list(range(1, STEPS + 1))
+    for key in ("loss", "grad_norm"):  # a loss scaled by the number of processes would show here
+        difference = max(abs(a[key] - b[key]) for a, b in zip(two_logs, one_logs, strict=True))
+        assert difference <= 1e-5, (key, [a[key] for a in two_logs], [b[key] for b in one_logs])
+
+    first, second = load_file(two / "model.safetensors"), load_file(one / "model.safetensors")
+    difference = max((first[name] - second[name]).abs().max().item() for name in first)
+    assert difference <= 1e-5, difference
+
+
+def test_accelerate_launch_cpu_with_two_processes_is_refused(sentiment, tmp_path):
+    # `--cpu` makes accelerate start a single process, which would train alone and call itself the whole run.
+    completed = run(
+        [*ACCELERATE_LAUNCH, "--cpu", "--num_processes", 2, *script_arguments(sentiment, tmp_path / "run", 8)],
+        check=False,
+    )
+    assert completed.returncode != 0
+    assert "asks for 2 processes, but they do not see each other" in completed.stderr, completed.stderr[-4000:]
+    assert "cpu_2proc.yaml" in completed.stderr
+    assert not (tmp_path / "run").exists()

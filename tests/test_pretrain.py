@@ -1,0 +1,197 @@
+"""`training/pretrain.py` end to end: the script runs as a program on a corpus made up here, in memory and as a
+stream, with both objectives; its loss falls; its output starts both a seq2seq model and a classifier. Bad
+settings stop it early with a message that says what to do. One run uses ../shared/data/pretrain when present.
+
+The corpus: English and German sentences from a few word lists, with numbers written out by
+`hf_scratch_transformer.demo_data`, so the test ships no data. Its tokenizer is trained by
+training/train_tokenizer.py (byte-level BPE, 400 ids, 20 sentinels). The model is tiny (d_model 32) and the
+training runs are started at once, in parallel, one thread each, to keep the file fast on two cores.
+"""
+
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT, SHARED_DATA
+from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from hf_scratch_transformer.demo_data import english_words, german_words
+
+SCRIPT = REPO_ROOT / "training" / "pretrain.py"
+CORPUS = SHARED_DATA / "pretrain" / "corpus.txt"
+TINY_MODEL = (
+    "d_model=32,encoder_layers=2,decoder_layers=2,encoder_attention_heads=4,decoder_attention_heads=4,"
+    "encoder_ffn_dim=64,decoder_ffn_dim=64,dropout=0.0,label_smoothing=0.0"
+)
+COMMON = ["--report_to", "none", "--use_cpu", "--save_strategy", "no", "--disable_tqdm", "true"]
+COMMON += ["--dataloader_pin_memory", "false", "--per_device_train_batch_size", "16", "--learning_rate", "3e-3"]
+COMMON += ["--per_device_eval_batch_size", "32", "--max_seq_length", "64", "--config_overrides", TINY_MODEL]
+
+
+def load_script(name: str):
+    """Import a script of training/ as a module (it is not a package; `script_utils` must be importable)."""
+    if str(REPO_ROOT / "training") not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT / "training"))
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "training" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sentences(count: int, seed: int) -> list[str]:
+    """Sentences such as "The old man buys forty-two red apples." and "Die Bäckerin verkauft zwölf Brote."."""
+    rng = random.Random(seed)
+    english = (["The old man", "A young woman", "My neighbour", "The baker"], ["buys", "sells", "counts", "paints"])
+    german = (["Der alte Mann", "Eine junge Frau", "Mein Nachbar", "Die Bäckerin"], ["kauft", "verkauft", "zählt"])
+    rows = []
+    for _ in range(count):
+        n = rng.randint(2, 999)
+        if rng.random() < 0.5:
+            thing = rng.choice(["red apples", "small boats", "old bicycles"])
+            rows.append(f"{rng.choice(english[0])} {rng.choice(english[1])} {english_words(n)} {thing}.")
+        else:
+            thing = rng.choice(["rote Äpfel", "kleine Boote", "alte Fahrräder"])
+            rows.append(f"{rng.choice(german[0])} {rng.choice(german[1])} {german_words(n)} {thing}.")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """The corpus as .txt (train, validation) and as .jsonl with a `sentence` column, and its tokenizer."""
+    folder = tmp_path_factory.mktemp("pretrain_data")
+    train, validation = sentences(1500, seed=0), sentences(150, seed=1)
+    (folder / "train.txt").write_text("\n".join(train) + "\n")
+    (folder / "validation.txt").write_text("\n".join(validation) + "\n")
+    with open(folder / "train.jsonl", "w") as file:
+        for i, text in enumerate(train):
+            file.write(json.dumps({"id": i, "sentence": text}) + "\n")
+    tokenizer_args = ["--train_file", str(folder / "train.txt"), "--output_dir", str(folder / "tokenizer")]
+    tokenizer_args += ["--vocab_size", "400", "--num_sentinel_tokens", "20"]
+    load_script("train_tokenizer").main(tokenizer_args)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(data, tmp_path_factory):
+    """Every training run of this file, started at once; name -> (return code, output, output folder)."""
+    root = tmp_path_factory.mktemp("pretrain_runs")
+    train, validation = ["--train_file", data / "train.txt"], ["--validation_file", data / "validation.txt"]
+    arguments = {
+        "in_memory": [*train, *validation, "--max_steps", 60, "--logging_steps", 5],
+        "streaming": ["--train_file", data / "train.jsonl", "--text_column", "sentence", "--streaming"]
+        + ["--max_steps", 12, "--logging_steps", 4, "--shuffle_buffer_size", 100],
+        "text_infilling": [*train, *validation, "--objective", "text_infilling", "--max_steps", 8]
+        + ["--logging_steps", 4],
+    }
+    if CORPUS.is_file():
+        arguments["shared_corpus"] = ["--train_file", CORPUS, "--max_train_samples", 2000, "--max_steps", 30]
+        arguments["shared_corpus"] += ["--logging_steps", 5, "--max_seq_length", 128]  # the last flag wins
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(OMP_NUM_THREADS="1", HF_DATASETS_CACHE=str(root / "cache"), HF_HUB_OFFLINE="1")
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--tokenizer_name", str(data / "tokenizer")]
+            + ["--output_dir", str(root / name), *COMMON, *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=root,
+        )
+        for name, args in arguments.items()
+    }
+    results = {}
+    for name, process in processes.items():
+        output, _ = process.communicate(timeout=300)
+        results[name] = (process.returncode, output, root / name)
+    return results
+
+
+def finished(runs, name):
+    returncode, output, output_dir = runs[name]
+    assert returncode == 0, output[-3000:]
+    return output_dir
+
+
+def losses(output_dir) -> list[float]:
+    curve = json.loads((output_dir / "loss_curve.json").read_text())
+    assert all(set(point) == {"step", "loss"} for point in curve)
+    return [point["loss"] for point in curve]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training runs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_in_memory_span_corruption_learns_and_saves_a_reusable_model(runs):
+    output_dir = finished(runs, "in_memory")
+    curve = losses(output_dir)
+    assert len(curve) == 12  # 60 steps, logged every 5
+    assert sum(curve[-3:]) / 3 < curve[0] - 1.0, curve  # the loss falls
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert results["eval_loss"] < curve[0] and results["train_chunks"] > 0
+
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    seq2seq = AutoModelForSeq2SeqLM.from_pretrained(output_dir)
+    assert seq2seq.config.vocab_size == len(tokenizer) == 400
+    assert (output_dir / "generation_config.json").is_file()
+    classifier = AutoModelForSequenceClassification.from_pretrained(output_dir, num_labels=2)
+    encoder = seq2seq.get_encoder().state_dict()
+    for name, weight in classifier.get_encoder().state_dict().items():
+        assert torch.equal(weight, encoder[name]), f"{name} is not the pretrained encoder's"
+    inputs = tokenizer(["Der alte Mann zählt zwölf Boote."], return_tensors="pt")
+    assert classifier(**inputs).logits.shape == (1, 2)
+
+
+def test_streaming_trains_for_max_steps(runs):
+    output_dir = finished(runs, "streaming")
+    assert len(losses(output_dir)) == 3  # 12 steps, logged every 4
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert "train_chunks" not in results  # a stream has no length
+    assert AutoModelForSeq2SeqLM.from_pretrained(output_dir).config.d_model == 32
+
+
+def test_text_infilling_objective_runs(runs):
+    returncode, output, output_dir = runs["text_infilling"]
+    assert returncode == 0, output[-3000:]
+    assert "<mask>" in output  # the logged example input
+    assert len(losses(output_dir)) == 2
+    assert json.loads((output_dir / "all_results.json").read_text())["eval_loss"] > 0
+
+
+@pytest.mark.skipif(not CORPUS.is_file(), reason=f"{CORPUS} is absent")
+def test_pretrain_on_the_shared_corpus(runs):
+    """2000 lines of real English and German text, 30 steps, chunks of 141 tokens (inputs of 128)."""
+    returncode, output, output_dir = runs["shared_corpus"]
+    assert returncode == 0, output[-3000:]
+    assert "chunks of 141 tokens -> inputs of <= 128, targets of <= 29" in output
+    curve = losses(output_dir)
+    assert curve[-1] < curve[0] - 0.5, curve
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Errors (in this process: they stop before any training)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run_main(monkeypatch, data, tmp_path, *args):
+    monkeypatch.setattr(sys, "argv", ["pretrain.py", "--tokenizer_name", str(data / "tokenizer")])
+    sys.argv += ["--output_dir", str(tmp_path / "out"), "--train_file", str(data / "train.txt"), *COMMON, *args]
+    load_script("pretrain").main()
+
+
+def test_streaming_without_max_steps_is_refused(monkeypatch, data, tmp_path):
+    with pytest.raises(SystemExit, match="--streaming reads the text as a stream.*pass --max_steps N"):
+        run_main(monkeypatch, data, tmp_path, "--streaming")
+
+
+def test_too_few_sentinels_is_refused(monkeypatch, data, tmp_path):
+    # 64 input tokens, density 0.4, spans of 1: 63 raw tokens with 25 spans, and the tokenizer has 20 sentinels.
+    with pytest.raises(SystemExit, match=r"makes 25 noise spans.*only 20 sentinels.*--num_sentinel_tokens 25"):
+        run_main(monkeypatch, data, tmp_path, "--noise_density", "0.4", "--mean_noise_span_length", "1")
