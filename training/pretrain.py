@@ -39,6 +39,7 @@ import datasets
 import numpy as np
 from script_utils import (
     DATA_FILE_BUILDERS,
+    AtomicTrainer,
     DataArguments,
     ModelArguments,
     RunArguments,
@@ -50,7 +51,7 @@ from script_utils import (
     parse_arguments,
     save_results,
 )
-from transformers import AutoModelForSeq2SeqLM, Trainer, TrainingArguments, set_seed
+from transformers import AutoModelForSeq2SeqLM, TrainingArguments, set_seed
 
 from hf_scratch_transformer.data_collators import (
     DataCollatorForSpanCorruption,
@@ -227,7 +228,7 @@ def main() -> None:
 
     # 3. Train, evaluate, save.
     training_args.remove_unused_columns = False  # the chunks hold only what the model takes; a stream names nothing
-    trainer = Trainer(
+    trainer = AtomicTrainer(
         model=model,
         args=training_args,
         train_dataset=train,
