@@ -1,0 +1,342 @@
+"""`training/finetune_translation.py`: a new tiny model learns the demo's number translation end to end, a
+checkpoint is fine-tuned from a JSON file of arguments with the paper's learning rate schedule, the schedule is
+the paper's formula, bad input stops with a clear message, and a short run on Multi30k (when ../shared/data is
+there) reports a BLEU score.
+
+The data is made here by `hf_scratch_transformer.demo_data` (English number words -> German), and the tokenizer
+by `training/train_tokenizer.py`, once for the module. The scripts run as programs, as a user runs them.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import REPO_ROOT, SHARED_DATA, tiny_config
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
+from hf_scratch_transformer.demo_data import make_demo_splits
+
+SCRIPT = REPO_ROOT / "training" / "finetune_translation.py"
+TOKENIZER_SCRIPT = REPO_ROOT / "training" / "train_tokenizer.py"
+MULTI30K = SHARED_DATA / "multi30k"
+# Nothing to fetch: fail fast rather than wait on the network. One thread: these models are tiny, and on a busy
+# machine two OpenMP threads that wait for each other made a 50-step run 20 times slower (10 s instead of 0.5 s).
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+# d_model 32, one layer each way; pre-LN and no dropout or label smoothing, so that 50 steps visibly teach it.
+TINY_MODEL = (
+    "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2,"
+    "encoder_ffn_dim=64,decoder_ffn_dim=64,normalize_before=true,dropout=0.0,label_smoothing=0.0"
+)
+QUIET = ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu"]
+QUIET += ["--dataloader_pin_memory", "false"]
+MAX_TARGET_LENGTH = 32
+
+
+def load_script():
+    """Import the script as a module (`training/` is not a package; the script imports `script_utils` beside it)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("finetune_translation", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ft = load_script()
+
+
+def command(*args) -> list[str]:
+    return [sys.executable, str(SCRIPT), *map(str, args)]
+
+
+def run(*args, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*args), capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return str(path)
+
+
+def read_json(path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def logged(output_dir, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every training log entry that holds `key`, from trainer_state.json."""
+    history = read_json(output_dir / "trainer_state.json")["log_history"]
+    return [(entry["step"], entry[key]) for entry in history if key in entry]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data and tokenizer, once for the module
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """Numbers in English words -> German words, as jsonl, and a 400-token BPE tokenizer trained on both sides."""
+    folder = tmp_path_factory.mktemp("demo")
+    splits = make_demo_splits(train_size=1000, validation_size=32, test_size=0, seed=0)
+    files = {}
+    for split in ("train", "validation"):
+        files[split] = write_jsonl(
+            folder / f"{split}.jsonl", [{"translation": t} for t in splits[split]["translation"]]
+        )
+    tokenizer_dir = folder / "tokenizer"
+    result = subprocess.run(
+        [sys.executable, str(TOKENIZER_SCRIPT), "--train_file", files["train"], "--output_dir", str(tokenizer_dir)]
+        + ["--vocab_size", "400", "--num_sentinel_tokens", "10"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return SimpleNamespace(
+        folder=folder, train=files["train"], validation=files["validation"], tokenizer=tokenizer_dir
+    )
+
+
+def data_flags(demo) -> list:
+    return ["--train_file", demo.train, "--validation_file", demo.validation, "--source_lang", "en"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end: a new model, then a fine-tuned checkpoint from a JSON file
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def new_model_run(demo):
+    output_dir = demo.folder / "new_model"
+    result = run(
+        *data_flags(demo),
+        *["--target_lang", "de", "--tokenizer_name", demo.tokenizer, "--config_overrides", TINY_MODEL],
+        *["--output_dir", output_dir, "--max_steps", 50, "--per_device_train_batch_size", 32],
+        *["--learning_rate", 1e-2, "--warmup_steps", 5, "--logging_steps", 10, "--max_eval_samples", 16],
+        *["--predict_with_generate", "--num_beams", 2, "--max_target_length", MAX_TARGET_LENGTH],
+        *["--num_samples_to_write", 5, *QUIET],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output_dir
+
+
+def test_new_model_loss_falls(new_model_run):
+    losses = logged(new_model_run, "loss")
+    assert len(losses) == 5
+    assert losses[-1][1] < losses[0][1] - 1.0, losses  # about 5.5 -> 2.7 in 50 steps
+
+
+def test_results_hold_bleu_chrf_and_generated_length(new_model_run):
+    results = read_json(new_model_run / "all_results.json")
+    for key in ("eval_bleu", "eval_chrf", "eval_gen_len", "eval_loss", "train_loss"):
+        assert math.isfinite(results[key]), (key, results)
+    assert 0.0 <= results["eval_bleu"] <= 100.0 and 0.0 <= results["eval_chrf"] <= 100.0
+    assert results["eval_bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert 1 <= results["eval_gen_len"] <= MAX_TARGET_LENGTH
+
+
+def test_translation_samples_are_written(new_model_run, demo):
+    lines = (new_model_run / ft.SAMPLES_FILE).read_text(encoding="utf-8").splitlines()
+    samples = [json.loads(line) for line in lines]
+    assert len(samples) == 5
+    assert all(set(sample) == {"source", "reference", "hypothesis"} for sample in samples)
+    first = json.loads(open(demo.validation, encoding="utf-8").readline())["translation"]
+    assert (samples[0]["source"], samples[0]["reference"]) == (first["en"], first["de"])
+
+
+def test_output_dir_reloads_and_generates_with_the_saved_settings(new_model_run):
+    model = AutoModelForSeq2SeqLM.from_pretrained(new_model_run).eval()
+    tokenizer = AutoTokenizer.from_pretrained(new_model_run)
+    assert model.config.vocab_size == len(tokenizer) == 400
+    assert (model.generation_config.num_beams, model.generation_config.max_length) == (2, MAX_TARGET_LENGTH)
+
+    batch = tokenizer(["one hundred five", "four thousand twenty-one"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        generated = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    assert generated.shape[0] == 2 and generated.shape[1] <= MAX_TARGET_LENGTH
+    assert (generated[:, 0] == model.config.decoder_start_token_id).all()
+    assert all(isinstance(text, str) for text in tokenizer.batch_decode(generated, skip_special_tokens=True))
+
+
+def test_fine_tune_checkpoint_from_json_args_with_paper_schedule(new_model_run, demo, tmp_path):
+    """All flags from one JSON file; the checkpoint's label smoothing changed by --label_smoothing; the logged
+    learning rate is the paper's formula (the multiplier is 1.0 when --learning_rate is not given)."""
+    output_dir = tmp_path / "fine_tuned"
+    args = {
+        "model_name_or_path": str(new_model_run),
+        "train_file": demo.train,
+        "validation_file": demo.validation,
+        "source_lang": "en",
+        "target_lang": "de",
+        "output_dir": str(output_dir),
+        "max_train_samples": 200,
+        "max_eval_samples": 8,
+        "max_steps": 6,
+        "per_device_train_batch_size": 16,
+        "logging_steps": 1,
+        "paper_schedule": True,
+        "warmup_steps": 3,
+        "label_smoothing": 0.1,
+        "predict_with_generate": True,
+        "num_beams": 1,
+        "num_samples_to_write": 2,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "use_cpu": True,
+        "dataloader_pin_memory": False,
+    }
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps(args), encoding="utf-8")
+    result = run(args_file)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # d_model 32 makes the formula's rates large (peak 0.059 at warmup 3): this run checks the schedule, not the loss.
+    assert read_json(output_dir / "config.json")["label_smoothing"] == 0.1
+    assert read_json(new_model_run / "config.json")["label_smoothing"] == 0.0
+    # Trainer logs the learning rate the update of that step used: update k used lrate(step_num=k).
+    rates = logged(output_dir, "learning_rate")
+    assert [step for step, _ in rates] == [1, 2, 3, 4, 5, 6]
+    for step, rate in rates:
+        assert rate == pytest.approx(32**-0.5 * min(step**-0.5, step * 3**-1.5), rel=1e-6)
+    assert max(rates, key=lambda pair: pair[1])[0] == 3
+    assert math.isfinite(read_json(output_dir / "all_results.json")["eval_bleu"])
+    assert len((output_dir / ft.SAMPLES_FILE).read_text().splitlines()) == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The paper's learning rate schedule
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factor", [1.0, 2.0])
+def test_paper_schedule_is_the_formula(factor):
+    d_model, warmup = 512, 4000
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=factor)
+    scheduler = ft.paper_schedule(optimizer, d_model, warmup)
+    for step_num in range(1, 12001):  # the rate of update step_num is the current one, then the scheduler steps
+        expected = factor * d_model**-0.5 * min(step_num**-0.5, step_num * warmup**-1.5)
+        if step_num in (1, 2, 100, 3999, 4000, 4001, 8000, 12000):
+            assert scheduler.get_last_lr()[0] == pytest.approx(expected, rel=1e-12), step_num
+        optimizer.step()
+        scheduler.step()
+
+
+def test_paper_schedule_peaks_at_warmup():
+    d_model, warmup = 512, 4000
+    rates = [ft.paper_learning_rate(step_num, d_model, warmup) for step_num in range(1, 4 * warmup + 1)]
+    peak = max(rates)
+    assert rates.index(peak) + 1 == warmup
+    assert peak == pytest.approx(d_model**-0.5 * warmup**-0.5)  # about 7.0e-4 for the base model
+    assert rates[warmup // 2 - 1] == pytest.approx(peak / 2)  # a linear rise ...
+    assert rates[4 * warmup - 1] == pytest.approx(peak / 2)  # ... then 1/sqrt(step_num): half at 4 * warmup
+    assert all(later < earlier for earlier, later in zip(rates[warmup - 1 : -1], rates[warmup:], strict=True))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Errors: each run stops with a message that says what is wrong
+# ---------------------------------------------------------------------------------------------------------------
+
+ERROR_CASES = ("no_translation_column", "missing_language", "learned_positions_too_short", "output_dir_holds_run")
+ERROR_CASES += ("tokenizer_larger_than_vocab",)
+
+
+@pytest.fixture(scope="module")
+def error_runs(demo):
+    """Start every failing run at once (each spends most of its time importing), then collect them."""
+    folder = demo.folder / "errors"
+    folder.mkdir()
+    flat = write_jsonl(folder / "flat.jsonl", [{"en": "one", "de": "eins"}, {"en": "two", "de": "zwei"}])
+    occupied = folder / "occupied"
+    occupied.mkdir()
+    (occupied / "config.json").write_text("{}")
+    small_checkpoint = folder / "small_vocab"
+    ScratchTransformerForConditionalGeneration(tiny_config(vocab_size=50)).save_pretrained(small_checkpoint)
+
+    tokenizer, train = ["--tokenizer_name", demo.tokenizer], ["--max_steps", 1, *QUIET]
+    cases = {
+        "no_translation_column": ["--train_file", flat, "--source_lang", "en", "--target_lang", "de", *tokenizer],
+        "missing_language": [*data_flags(demo), "--target_lang", "fr", *tokenizer],
+        "learned_positions_too_short": [*data_flags(demo), "--target_lang", "de", *tokenizer]
+        + ["--config_overrides", f"{TINY_MODEL},position_embedding=learned,max_position_embeddings=64"],
+        "output_dir_holds_run": [*data_flags(demo), "--target_lang", "de", *tokenizer],
+        "tokenizer_larger_than_vocab": [*data_flags(demo), "--target_lang", "de", *tokenizer]
+        + ["--model_name_or_path", small_checkpoint],
+    }
+    processes = {}
+    for name, args in cases.items():
+        output_dir = occupied if name == "output_dir_holds_run" else folder / name
+        processes[name] = subprocess.Popen(
+            command(*args, "--output_dir", output_dir, *train),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=ENV,
+        )
+    results = {}
+    for name, process in processes.items():
+        output, _ = process.communicate(timeout=300)
+        results[name] = (process.returncode, output)
+    return results
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("no_translation_column", ["no column 'translation'", "'en'", "'de'"]),
+        ("missing_language", ["--target_lang fr", "['de', 'en']"]),
+        ("learned_positions_too_short", ["--max_source_length 128", "max_position_embeddings (64)", "sinusoidal"]),
+        ("output_dir_holds_run", ["already holds a run", "--overwrite_output_dir"]),
+        ("tokenizer_larger_than_vocab", ["The tokenizer has 400 tokens but the model's vocab_size is 50"]),
+    ],
+)
+def test_bad_input_stops_with_a_clear_message(error_runs, case, expected):
+    assert set(error_runs) == set(ERROR_CASES)
+    returncode, output = error_runs[case]
+    assert returncode != 0
+    last_line = output.strip().splitlines()[-1]
+    assert "Traceback" not in output, output[-3000:]  # a SystemExit message, not a crash
+    for text in expected:
+        assert text in last_line, (text, last_line)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real data: Multi30k
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not (MULTI30K / "train.jsonl").is_file(), reason=f"no Multi30k in {MULTI30K}")
+def test_multi30k_short_run_reports_bleu(tmp_path):
+    tokenizer_dir = tmp_path / "tokenizer"
+    result = subprocess.run(
+        [sys.executable, str(TOKENIZER_SCRIPT), "--train_file", str(MULTI30K / "train.jsonl")]
+        + ["--max_samples", "2000", "--vocab_size", "1000", "--num_sentinel_tokens", "10"]
+        + ["--output_dir", str(tokenizer_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    output_dir = tmp_path / "run"
+    result = run(
+        *["--train_file", MULTI30K / "train.jsonl", "--validation_file", MULTI30K / "validation.jsonl"],
+        *["--max_train_samples", 2000, "--max_eval_samples", 50, "--source_lang", "en", "--target_lang", "de"],
+        *["--tokenizer_name", tokenizer_dir, "--config_overrides", TINY_MODEL, "--output_dir", output_dir],
+        *["--max_steps", 40, "--per_device_train_batch_size", 32, "--learning_rate", 1e-2, "--warmup_steps", 5],
+        *["--logging_steps", 10, "--predict_with_generate", "--num_beams", 2, "--max_target_length", 64, *QUIET],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = read_json(output_dir / "all_results.json")
+    assert math.isfinite(results["eval_bleu"]) and math.isfinite(results["eval_chrf"])
+    losses = logged(output_dir, "loss")
+    assert losses[-1][1] < losses[0][1]

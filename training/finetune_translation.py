@@ -1,0 +1,317 @@
+"""Train the scratch Transformer for translation, or fine-tune a checkpoint, with `Seq2SeqTrainer` (whose
+checkpoints appear only complete: `AtomicSeq2SeqTrainer` of script_utils).
+
+    python training/finetune_translation.py \
+        --tokenizer_name runs/tokenizer --config_overrides "d_model=256,encoder_layers=3,decoder_layers=3" \
+        --train_file ../shared/data/multi30k/train.jsonl --validation_file ../shared/data/multi30k/validation.jsonl \
+        --source_lang en --target_lang de --output_dir runs/multi30k \
+        --per_device_train_batch_size 64 --num_train_epochs 10 --eval_strategy epoch \
+        --adam_beta2 0.98 --warmup_steps 4000 --paper_schedule --predict_with_generate
+
+The data holds a `translation` column, a dict of language -> text (the convention of the Hub's translation data
+sets such as wmt16, and of the files in ../shared/data), from a Hub data set (`--dataset_name`) or local files.
+Every `Seq2SeqTrainingArguments` flag works (`--report_to`, `--resume_from_checkpoint`, `--generation_max_length`,
+...), and all flags can come from one .json or .yaml file instead.
+
+The paper's recipe (section 5), flag by flag:
+
+- Adam with beta2 = 0.98: `--adam_beta2 0.98` (beta1 0.9 and epsilon 1e-9: `--adam_epsilon 1e-9`).
+- The learning rate lrate = d_model^-0.5 * min(step_num^-0.5, step_num * warmup_steps^-1.5): `--paper_schedule`
+  with `--warmup_steps 4000`. `--learning_rate` then multiplies the formula; left at its default it is 1.0, the
+  paper's formula exactly. Trainer's `--lr_scheduler_type inverse_sqrt`
+  has the same shape (a linear warmup, then 1/sqrt(step)) with its peak at `--learning_rate`:
+  `--learning_rate` d_model^-0.5 * warmup_steps^-0.5 gives the paper's peak.
+- Label smoothing 0.1: the model's own loss applies `config.label_smoothing`, which a new model gets from
+  `--config_overrides label_smoothing=0.1` (0.1 is also the config's default); `--label_smoothing` sets it on a
+  checkpoint being fine-tuned.
+  (Trainer's `--label_smoothing_factor` also works but replaces the model's loss with its own.)
+
+Evaluation with `--predict_with_generate` decodes with beam search (`--num_beams`, 4 as in the paper) and
+reports corpus sacreBLEU and chrF of the detokenized text (the project's own `evaluate` module, offline), and
+the mean generated length. The run's `generation_config.json` keeps `--num_beams` and `max_length` =
+`--max_target_length`, so `generate()` on the reloaded model decodes the same way; `translation_samples.jsonl`
+holds the first `--num_samples_to_write` validation sources with their references and translations.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from script_utils import (
+    AtomicSeq2SeqTrainer,
+    DataArguments,
+    ModelArguments,
+    RunArguments,
+    check_output_dir,
+    check_processes_see_each_other,
+    load_model,
+    load_raw_datasets,
+    load_tokenizer,
+    parse_arguments,
+    require_columns,
+    save_results,
+)
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    DataCollatorForSeq2Seq,
+    Seq2SeqTrainingArguments,
+    set_seed,
+)
+
+from hf_scratch_transformer.metrics import load_metric
+
+logger = logging.getLogger(__name__)
+
+TRANSLATION_COLUMN = "translation"
+SAMPLES_FILE = "translation_samples.jsonl"
+# Trainer's default --learning_rate; with --paper_schedule it means "not given", and the multiplier is 1.0.
+DEFAULT_LEARNING_RATE = next(f.default for f in fields(Seq2SeqTrainingArguments) if f.name == "learning_rate")
+
+
+@dataclass
+class TranslationArguments:
+    source_lang: str = field(
+        metadata={"help": "Language of the source texts: a key of the translation dict, e.g. en."}
+    )
+    target_lang: str = field(metadata={"help": "Language of the target texts, e.g. de."})
+    max_source_length: int = field(default=128, metadata={"help": "Longer sources are truncated (in tokens)."})
+    max_target_length: int = field(
+        default=128,
+        metadata={
+            "help": "Longer targets are truncated; also the max_length of generate() (which counts the start <s>)."
+        },
+    )
+    num_beams: int = field(
+        default=4,
+        metadata={"help": "Beam size for evaluation and generation (the paper: 4); sets --generation_num_beams."},
+    )
+    paper_schedule: bool = field(
+        default=False,
+        metadata={
+            "help": "The paper's learning rate d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5), times "
+            "--learning_rate (1.0 when not given). Needs --warmup_steps (the paper: 4000)."
+        },
+    )
+    label_smoothing: float | None = field(
+        default=None,
+        metadata={"help": "Set the model's label smoothing (e.g. 0.1) when fine-tuning a checkpoint."},
+    )
+    num_samples_to_write: int = field(
+        default=20, metadata={"help": f"Validation translations to write to {SAMPLES_FILE} (0: none)."}
+    )
+
+
+def paper_learning_rate(step_num: int, d_model: int, warmup_steps: int) -> float:
+    """lrate = d_model^-0.5 * min(step_num^-0.5, step_num * warmup_steps^-1.5), section 5.3; step_num from 1.
+
+    It rises linearly for `warmup_steps` steps, peaks at step_num == warmup_steps, then decays as 1/sqrt(step_num).
+    """
+    return d_model**-0.5 * min(step_num**-0.5, step_num * warmup_steps**-1.5)
+
+
+def paper_schedule(optimizer: torch.optim.Optimizer, d_model: int, warmup_steps: int) -> LambdaLR:
+    """The paper's schedule as a multiplier of the optimizer's learning rate. LambdaLR counts the updates done so
+    far from 0 and the paper's step_num counts from 1, so update k (from 1) uses lrate(step_num=k)."""
+    return LambdaLR(optimizer, lambda updates_done: paper_learning_rate(updates_done + 1, d_model, warmup_steps))
+
+
+class PaperScheduleTrainer(AtomicSeq2SeqTrainer):
+    """The run's `Seq2SeqTrainer` with the paper's learning rate schedule (Trainer's documented way: override
+    `create_scheduler`)."""
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.lr_scheduler is None:
+            warmup_steps = self.args.get_warmup_steps(num_training_steps)  # --warmup_steps may be a ratio
+            self.lr_scheduler = paper_schedule(optimizer or self.optimizer, self.model.config.d_model, warmup_steps)
+        return self.lr_scheduler
+
+
+def translation_languages(dataset: datasets.Dataset) -> list[str]:
+    """The languages of the `translation` column: a `datasets.Translation` (Hub), or dicts of strings (json)."""
+    feature = dataset.features[TRANSLATION_COLUMN]
+    if isinstance(feature, datasets.Translation):
+        return list(feature.languages)
+    if isinstance(feature, dict):
+        return list(feature)
+    # datasets >= 5 keeps dicts whose keys differ from row to row (a language missing in some) as Json.
+    if isinstance(feature, getattr(datasets, "Json", ())):
+        return sorted(set().union(*(pair for pair in dataset[TRANSLATION_COLUMN] if isinstance(pair, dict))))
+    raise SystemExit(
+        f"The {TRANSLATION_COLUMN!r} column holds {feature}, not a dict of language -> text such as "
+        '{"en": "Hello.", "de": "Hallo."}.'
+    )
+
+
+def translate(model, tokenizer, sources: list[str], max_source_length: int, batch_size: int) -> list[str]:
+    """`generate()` with the model's generation config (the run's beams and max_length), batch by batch."""
+    model.eval()
+    hypotheses = []
+    for start in range(0, len(sources), batch_size):
+        batch = tokenizer(
+            sources[start : start + batch_size],
+            max_length=max_source_length,
+            truncation=True,
+            padding=True,
+            return_tensors="pt",
+        )
+        with torch.no_grad():
+            generated = model.generate(
+                input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device)
+            )
+        hypotheses += [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+    return hypotheses
+
+
+def main() -> None:
+    model_args, data_args, task_args, run_args, training_args = parse_arguments(
+        ModelArguments, DataArguments, TranslationArguments, RunArguments, Seq2SeqTrainingArguments
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    check_processes_see_each_other(training_args.world_size)
+    resume_from = check_output_dir(
+        training_args.output_dir, training_args.resume_from_checkpoint, run_args.overwrite_output_dir
+    )
+    if training_args.world_size > 1 and training_args.ddp_find_unused_parameters is None:
+        training_args.ddp_find_unused_parameters = False  # every parameter gets a gradient: skip DDP's search
+    if task_args.paper_schedule:
+        if training_args.warmup_steps <= 0:
+            raise SystemExit("--paper_schedule needs --warmup_steps above 0 (the paper: 4000).")
+        if training_args.learning_rate == DEFAULT_LEARNING_RATE:
+            training_args.learning_rate = 1.0  # the formula as printed
+    # Evaluation decodes with the same beams and length as generate() on the saved model.
+    if training_args.generation_num_beams is None:
+        training_args.generation_num_beams = task_args.num_beams
+    if training_args.generation_max_length is None:
+        training_args.generation_max_length = task_args.max_target_length
+    set_seed(training_args.seed)
+
+    # 1. Data: a translation column holding both languages.
+    source_lang, target_lang = task_args.source_lang, task_args.target_lang
+    raw = load_raw_datasets(data_args)
+    for split, dataset in raw.items():
+        require_columns(dataset, [TRANSLATION_COLUMN], "Parallel data holds a dict of language -> text in it.")
+        languages = translation_languages(dataset)
+        for flag, language in (("--source_lang", source_lang), ("--target_lang", target_lang)):
+            if language not in languages:
+                raise SystemExit(
+                    f"{flag} {language}: the {split} data's {TRANSLATION_COLUMN!r} column has the languages "
+                    f"{languages}. Choose {flag} among them."
+                )
+
+    def has_both_sides(batch):
+        return [bool(pair and pair.get(source_lang) and pair.get(target_lang)) for pair in batch[TRANSLATION_COLUMN]]
+
+    for split in list(raw):
+        before = len(raw[split])
+        raw[split] = raw[split].filter(has_both_sides, batched=True, desc="Dropping rows with an empty side")
+        if len(raw[split]) < before:
+            logger.warning("Dropped %d %s rows whose source or target is missing.", before - len(raw[split]), split)
+        if len(raw[split]) == 0:
+            raise SystemExit(f"No {split} row has both a {source_lang} and a {target_lang} text.")
+
+    # 2. Tokenizer and model.
+    tokenizer = load_tokenizer(model_args)
+    model = load_model(AutoModelForSeq2SeqLM, model_args, tokenizer)
+    if task_args.label_smoothing is not None:
+        if not 0.0 <= task_args.label_smoothing < 1.0:
+            raise SystemExit(f"--label_smoothing must be in [0, 1), got {task_args.label_smoothing}.")
+        model.config.label_smoothing = task_args.label_smoothing
+    if model.config.position_embedding == "learned":
+        for flag, length in (
+            ("--max_source_length", task_args.max_source_length),
+            ("--max_target_length", task_args.max_target_length),
+            ("--generation_max_length", training_args.generation_max_length),
+        ):
+            if length > model.config.max_position_embeddings:
+                raise SystemExit(
+                    f"{flag} {length} is above the model's max_position_embeddings "
+                    f"({model.config.max_position_embeddings}), the number of learned positions. Lower it (sinusoidal "
+                    "positions, position_embedding=sinusoidal, extend past max_position_embeddings)."
+                )
+    model.generation_config.num_beams = training_args.generation_num_beams
+    model.generation_config.max_length = training_args.generation_max_length  # saved with the run
+
+    def preprocess(batch):
+        sources = [pair[source_lang] for pair in batch[TRANSLATION_COLUMN]]
+        targets = [pair[target_lang] for pair in batch[TRANSLATION_COLUMN]]
+        # Tokenizers from train_tokenizer.py end every sequence with </s>, labels included.
+        encoded = tokenizer(sources, max_length=task_args.max_source_length, truncation=True)
+        labels = tokenizer(text_target=targets, max_length=task_args.max_target_length, truncation=True)
+        return {
+            "input_ids": encoded["input_ids"],
+            "attention_mask": encoded["attention_mask"],
+            "labels": labels.input_ids,
+        }
+
+    with training_args.main_process_first(desc="tokenizing"):
+        tokenized = raw.map(
+            preprocess,
+            batched=True,
+            remove_columns=raw["train"].column_names,
+            num_proc=data_args.preprocessing_num_workers,
+            desc="Tokenizing",
+        )
+
+    # 3. Metrics of generated text: sacreBLEU and chrF of the detokenized strings, and the generated length.
+    metric = load_metric("sacrebleu_chrf")
+    signatures = {}
+
+    def compute_metrics(prediction):
+        predictions = (
+            prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        )
+        # -100 pads the batches of different lengths (and processes) that Trainer gathers; decode it as padding.
+        predictions = np.where(predictions != -100, predictions, tokenizer.pad_token_id)
+        labels = np.where(prediction.label_ids != -100, prediction.label_ids, tokenizer.pad_token_id)
+        hypotheses = [text.strip() for text in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
+        references = [text.strip() for text in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+        result = metric.compute(predictions=hypotheses, references=references)
+        signatures.update(bleu_signature=result["bleu_signature"], chrf_signature=result["chrf_signature"])
+        # Tokens generated per sentence, </s> included; column 0 is the decoder start token generate() puts first.
+        generated = np.count_nonzero(predictions[:, 1:] != tokenizer.pad_token_id, axis=1)
+        return {"bleu": result["bleu"], "chrf": result["chrf"], "gen_len": float(np.mean(generated))}
+
+    # 4. Train, evaluate, save.
+    trainer_class = PaperScheduleTrainer if task_args.paper_schedule else AtomicSeq2SeqTrainer
+    trainer = trainer_class(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized.get("validation"),
+        processing_class=tokenizer,
+        # Pads sources with <pad> and labels with -100 (ignored by the loss), and makes decoder_input_ids by
+        # shifting the labels right behind decoder_start_token_id.
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        compute_metrics=compute_metrics if training_args.predict_with_generate else None,
+    )
+    metrics = trainer.train(resume_from_checkpoint=resume_from).metrics
+    if "validation" in tokenized:
+        metrics.update(trainer.evaluate())
+        metrics.update({f"eval_{name}": value for name, value in signatures.items()})
+    save_results(trainer, tokenizer, metrics)
+    trainer.save_state()  # trainer_state.json: the logged losses and learning rates
+    logger.info("Results: %s", metrics)
+
+    # 5. A few translations to read, from the saved generation settings.
+    if "validation" in raw and task_args.num_samples_to_write > 0 and trainer.is_world_process_zero():
+        rows = raw["validation"].select(range(min(task_args.num_samples_to_write, len(raw["validation"]))))
+        sources = [pair[source_lang] for pair in rows[TRANSLATION_COLUMN]]
+        references = [pair[target_lang] for pair in rows[TRANSLATION_COLUMN]]
+        hypotheses = translate(
+            trainer.model, tokenizer, sources, task_args.max_source_length, training_args.per_device_eval_batch_size
+        )
+        path = Path(training_args.output_dir) / SAMPLES_FILE
+        with path.open("w", encoding="utf-8") as samples:
+            for source, reference, hypothesis in zip(sources, references, hypotheses, strict=True):
+                sample = {"source": source, "reference": reference, "hypothesis": hypothesis}
+                samples.write(json.dumps(sample, ensure_ascii=False) + "\n")
+        logger.info("Wrote %d translations to %s", len(sources), path)
+
+
+if __name__ == "__main__":
+    main()
