@@ -1,11 +1,12 @@
 # The few commands people run. `make test` creates (or reuses) .venv, installs the project with the pinned
-# versions of constraints.txt, and runs the test suite.
+# versions of constraints.txt, and runs the test suite; `make demo` trains and evaluates a small translator,
+# offline, in a few minutes (training/demo.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format clean
+.PHONY: install test demo lint format clean
 
 install: $(STAMP)
 
@@ -18,6 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python training/demo.py $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
