@@ -16,9 +16,13 @@ from conftest import REPO_ROOT
 from safetensors.torch import load_file
 
 from hf_scratch_transformer import modeling_scratch_transformer
+from hf_scratch_transformer.demo_data import make_translation_dataset
 
 CONFIGS = REPO_ROOT / "training" / "accelerate_configs"
-SCRIPT = REPO_ROOT / "training" / "finetune_sentiment.py"
+SCRIPTS = {
+    "sentiment": [REPO_ROOT / "training" / "finetune_sentiment.py"],
+    "translation": [REPO_ROOT / "training" / "finetune_translation.py", "--source_lang", "en", "--target_lang", "de"],
+}
 # `python -m accelerate.commands.accelerate_cli launch` is the `accelerate launch` command without relying on PATH;
 # its command line holds "launch", which the script reads to see how many processes were asked for.
 ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--main_process_port", "0"]
@@ -62,6 +66,13 @@ def test_the_configs_say_what_they_are_for():
         assert "# EDIT" in line, f"multi_node_ddp.yaml: {field} is not marked as a field to edit"
 
 
+def train_tokenizer(folder: Path) -> None:
+    run(
+        [sys.executable, REPO_ROOT / "training" / "train_tokenizer.py", "--train_file", folder / "train.jsonl",
+         "--output_dir", folder / "tokenizer", "--vocab_size", "400", "--num_sentinel_tokens", "10"]
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def sentiment(tmp_path_factory):
     """48 one-word-sentiment sentences (six batches of 8) and a 400-token tokenizer."""
@@ -74,10 +85,20 @@ def sentiment(tmp_path_factory):
             words = rng.sample(neutral, rng.randint(2, 6)) + [rng.choice(sentiment_words[i % 2])]  # ragged lengths
             rng.shuffle(words)
             file.write(json.dumps({"sentence": " ".join(words), "label": i % 2}) + "\n")
-    run(
-        [sys.executable, REPO_ROOT / "training" / "train_tokenizer.py", "--train_file", folder / "train.jsonl",
-         "--output_dir", folder / "tokenizer", "--vocab_size", "400", "--num_sentinel_tokens", "10"]
-    )  # fmt: skip
+    train_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def translation(tmp_path_factory):
+    """48 number translations of ragged lengths (so each process holds a different number of target tokens: the
+    loss must be divided by the count over all processes) and a 400-token tokenizer."""
+    folder = tmp_path_factory.mktemp("multiprocess_translation")
+    rows = make_translation_dataset(48, seed=0, max_number=99_999)
+    with open(folder / "train.jsonl", "w") as file:
+        for row in rows:
+            file.write(json.dumps({"translation": row["translation"]}) + "\n")
+    train_tokenizer(folder)
     return folder
 
 
@@ -92,11 +113,11 @@ def run(command, check=True) -> subprocess.CompletedProcess:
     return completed
 
 
-def script_arguments(sentiment: Path, output_dir: Path, batch_size: int) -> list:
+def script_arguments(script: str, data: Path, output_dir: Path, batch_size: int) -> list:
     """`STEPS` steps in file order (sequential sampler): with 2 processes of 4 rows, rank 0 takes rows 0-3 and
     rank 1 rows 4-7 of each 8, the batch of the single process."""
     return [
-        SCRIPT, "--train_file", sentiment / "train.jsonl", "--tokenizer_name", sentiment / "tokenizer",
+        *SCRIPTS[script], "--train_file", data / "train.jsonl", "--tokenizer_name", data / "tokenizer",
         "--config_overrides", TINY_MODEL, "--output_dir", output_dir, "--per_device_train_batch_size", batch_size,
         "--max_steps", STEPS, "--save_steps", STEPS, "--logging_steps", 1, "--train_sampling_strategy", "sequential",
         "--learning_rate", 1e-3, "--seed", 0, "--use_cpu", "--report_to", "none", "--disable_tqdm", "true",
@@ -109,12 +130,14 @@ def training_logs(output_dir: Path) -> list[dict]:
     return [entry for entry in state["log_history"] if "loss" in entry]
 
 
-def test_two_cpu_processes_train_as_one_process_with_the_same_global_batch(sentiment, tmp_path):
+@pytest.mark.parametrize("script", ["sentiment", "translation"])
+def test_two_cpu_processes_train_as_one_process_with_the_same_global_batch(script, request, tmp_path):
+    data = request.getfixturevalue(script)
     two, one = tmp_path / "two_processes", tmp_path / "one_process"
     launched = run(
-        [*ACCELERATE_LAUNCH, "--config_file", CONFIGS / "cpu_2proc.yaml", *script_arguments(sentiment, two, 4)]
+        [*ACCELERATE_LAUNCH, "--config_file", CONFIGS / "cpu_2proc.yaml", *script_arguments(script, data, two, 4)]
     )
-    run([sys.executable, *script_arguments(sentiment, one, 8)])
+    run([sys.executable, *script_arguments(script, data, one, 8)])
 
     # Two processes ran, in one process group: each wrote its RNG state into the one (atomic) checkpoint.
     checkpoint = {path.name for path in (two / f"checkpoint-{STEPS}").iterdir()}
@@ -135,7 +158,13 @@ def test_two_cpu_processes_train_as_one_process_with_the_same_global_batch(senti
 def test_accelerate_launch_cpu_with_two_processes_is_refused(sentiment, tmp_path):
     # `--cpu` makes accelerate start a single process, which would train alone and call itself the whole run.
     completed = run(
-        [*ACCELERATE_LAUNCH, "--cpu", "--num_processes", 2, *script_arguments(sentiment, tmp_path / "run", 8)],
+        [
+            *ACCELERATE_LAUNCH,
+            "--cpu",
+            "--num_processes",
+            2,
+            *script_arguments("sentiment", sentiment, tmp_path / "run", 8),
+        ],
         check=False,
     )
     assert completed.returncode != 0
