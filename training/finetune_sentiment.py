@@ -19,17 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from script_utils import (
     AtomicTrainer,
-    DataArguments,
-    ModelArguments,
-    RunArguments,
-    check_output_dir,
-    check_processes_see_each_other,
     load_model,
     load_raw_datasets,
     load_tokenizer,
-    parse_arguments,
     require_columns,
     save_results,
+    start_run,
 )
 from transformers import (
     AutoModelForSequenceClassification,
@@ -54,14 +49,7 @@ class SentimentArguments:
 
 
 def main() -> None:
-    model_args, data_args, task_args, run_args, training_args = parse_arguments(
-        ModelArguments, DataArguments, SentimentArguments, RunArguments, TrainingArguments
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    check_processes_see_each_other(training_args.world_size)
-    resume_from = check_output_dir(
-        training_args.output_dir, training_args.resume_from_checkpoint, run_args.overwrite_output_dir
-    )
+    model_args, data_args, task_args, training_args, resume_from = start_run(SentimentArguments, TrainingArguments)
     set_seed(training_args.seed)
 
     # 1. Data: find the text and label columns, and the classes.

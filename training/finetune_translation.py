@@ -43,17 +43,12 @@ import numpy as np
 import torch
 from script_utils import (
     AtomicSeq2SeqTrainer,
-    DataArguments,
-    ModelArguments,
-    RunArguments,
-    check_output_dir,
-    check_processes_see_each_other,
     load_model,
     load_raw_datasets,
     load_tokenizer,
-    parse_arguments,
     require_columns,
     save_results,
+    start_run,
 )
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import (
@@ -168,16 +163,9 @@ def translate(model, tokenizer, sources: list[str], max_source_length: int, batc
 
 
 def main() -> None:
-    model_args, data_args, task_args, run_args, training_args = parse_arguments(
-        ModelArguments, DataArguments, TranslationArguments, RunArguments, Seq2SeqTrainingArguments
+    model_args, data_args, task_args, training_args, resume_from = start_run(
+        TranslationArguments, Seq2SeqTrainingArguments
     )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    check_processes_see_each_other(training_args.world_size)
-    resume_from = check_output_dir(
-        training_args.output_dir, training_args.resume_from_checkpoint, run_args.overwrite_output_dir
-    )
-    if training_args.world_size > 1 and training_args.ddp_find_unused_parameters is None:
-        training_args.ddp_find_unused_parameters = False  # every parameter gets a gradient: skip DDP's search
     if task_args.paper_schedule:
         if training_args.warmup_steps <= 0:
             raise SystemExit("--paper_schedule needs --warmup_steps above 0 (the paper: 4000).")

@@ -41,15 +41,11 @@ from script_utils import (
     DATA_FILE_BUILDERS,
     AtomicTrainer,
     DataArguments,
-    ModelArguments,
-    RunArguments,
-    check_output_dir,
-    check_processes_see_each_other,
     load_model,
     load_raw_datasets,
     load_tokenizer,
-    parse_arguments,
     save_results,
+    start_run,
 )
 from transformers import AutoModelForSeq2SeqLM, TrainingArguments, set_seed
 
@@ -122,14 +118,7 @@ def load_text(data_args: DataArguments, streaming: bool) -> dict:
 
 
 def main() -> None:
-    model_args, data_args, pretrain_args, run_args, training_args = parse_arguments(
-        ModelArguments, DataArguments, PretrainArguments, RunArguments, TrainingArguments
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    check_processes_see_each_other(training_args.world_size)
-    resume_from = check_output_dir(
-        training_args.output_dir, training_args.resume_from_checkpoint, run_args.overwrite_output_dir
-    )
+    model_args, data_args, pretrain_args, training_args, resume_from = start_run(PretrainArguments, TrainingArguments)
     if pretrain_args.streaming and training_args.max_steps <= 0:
         raise SystemExit(
             "--streaming reads the text as a stream of unknown length, so the Trainer cannot tell how many steps "

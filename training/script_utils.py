@@ -6,6 +6,7 @@ Plain functions over `transformers` and `datasets`; each script still reads top 
 """
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -74,6 +75,24 @@ def parse_arguments(*dataclass_types):
     if len(sys.argv) == 2 and sys.argv[1].endswith((".yaml", ".yml")):
         return parser.parse_yaml_file(os.path.abspath(sys.argv[1]))
     return parser.parse_args_into_dataclasses()
+
+
+def start_run(task_arguments, training_arguments):
+    """How every script starts: read the flags (or one .json/.yaml file) into the shared dataclasses, the
+    script's own `task_arguments` and `training_arguments` (TrainingArguments or Seq2SeqTrainingArguments);
+    set up logging; check the launch and the output folder. Returns the model, data, task and training arguments
+    and the checkpoint to resume from (None for a new run)."""
+    model_args, data_args, task_args, run_args, training_args = parse_arguments(
+        ModelArguments, DataArguments, task_arguments, RunArguments, training_arguments
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    check_processes_see_each_other(training_args.world_size)
+    if training_args.world_size > 1 and training_args.ddp_find_unused_parameters is None:
+        training_args.ddp_find_unused_parameters = False  # every parameter gets a gradient: skip DDP's search
+    resume_from = check_output_dir(
+        training_args.output_dir, training_args.resume_from_checkpoint, run_args.overwrite_output_dir
+    )
+    return model_args, data_args, task_args, training_args, resume_from
 
 
 def load_raw_datasets(data_args: DataArguments) -> datasets.DatasetDict:
