@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from conftest import REPO_ROOT
+from test_readme import DEMO_MODEL, readme_snippets
 
 
 def test_demo_quick_run(tmp_path):
@@ -25,3 +26,9 @@ def test_demo_quick_run(tmp_path):
     assert (tmp_path / "model" / "model.safetensors").is_file() and (
         tmp_path / "tokenizer" / "tokenizer.json"
     ).is_file()
+
+    # The README's translation snippet runs against this model.
+    (snippet,) = [snippet for snippet in readme_snippets() if DEMO_MODEL in snippet]
+    namespace: dict = {}
+    exec(compile(snippet.replace(DEMO_MODEL, str(tmp_path / "model")), "README.md", "exec"), namespace)
+    assert len(namespace["tokenizer"].batch_decode(namespace["ids"], skip_special_tokens=True)) == 2
