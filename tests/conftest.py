@@ -1,10 +1,14 @@
 """Shared fixtures: tiny configurations, in the spirit of transformers' ModelTester (vocab 99, width 16)."""
 
+import json
 import os
+import random
 from pathlib import Path
 
 import pytest
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
 
 import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
 from hf_scratch_transformer import ScratchTransformerConfig
@@ -61,3 +65,49 @@ def config():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def word_level_tokenizer(
+    words: list[str], num_sentinels: int = 0, append_eos: bool = False
+) -> PreTrainedTokenizerFast:
+    """One id a word, with the special ids training/train_tokenizer.py gives: <pad>=0 <s>=1 </s>=2 <unk>=3
+    <mask>=4, then `num_sentinels` <extra_id_N> from 5, then `words`. With `append_eos`, every sequence ends in
+    </s>, as the trained tokenizers do."""
+    sentinels = [f"<extra_id_{i}>" for i in range(num_sentinels)]
+    tokens = ["<pad>", "<s>", "</s>", "<unk>", "<mask>", *sentinels, *words]
+    backend = Tokenizer(models.WordLevel({token: i for i, token in enumerate(tokens)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if append_eos:
+        backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", EOS)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        extra_special_tokens=sentinels,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def toy_reviews(count: int, seed: int, neutral_words: tuple[int, int] = (4, 4), text_key: str = "sentence"):
+    """Rows {text_key: sentence, "label": 0|1} alternating labels, whose label is given by one sentiment word among
+    `neutral_words` (a min-max range) neutral ones: a task a tiny model learns in a few dozen steps."""
+    rng = random.Random(seed)
+    neutral = ["the", "movie", "was", "really", "quite", "plot", "acting", "a", "film", "story"]
+    sentiment = (
+        ["bad", "awful", "poor", "terrible", "dull", "boring"],
+        ["good", "great", "lovely", "wonderful", "superb", "charming"],
+    )
+    rows = []
+    for i in range(count):
+        words = rng.sample(neutral, rng.randint(*neutral_words)) + [rng.choice(sentiment[i % 2])]
+        rng.shuffle(words)
+        rows.append({text_key: " ".join(words), "label": i % 2})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)

@@ -9,8 +9,7 @@ The tokenizer is a word-level one built here, with the special ids of training/t
 import numpy as np
 import pytest
 import torch
-from conftest import BOS, EOS, PAD, tiny_config
-from tokenizers import Tokenizer, models, pre_tokenizers
+from conftest import BOS, EOS, PAD, tiny_config, word_level_tokenizer
 from transformers import PreTrainedTokenizerFast
 
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
@@ -31,20 +30,7 @@ FIRST_WORD = len(SPECIALS)
 
 
 def make_tokenizer(num_sentinels: int = NUM_SENTINELS) -> PreTrainedTokenizerFast:
-    """Word level: `<pad>`=0 `<s>`=1 `</s>`=2 `<unk>`=3 `<mask>`=4, sentinels from 5, then the words."""
-    specials = SPECIALS[: 5 + num_sentinels]
-    vocab = {token: i for i, token in enumerate(specials + WORDS)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        mask_token="<mask>",
-        extra_special_tokens=specials[5:],
-    )
+    return word_level_tokenizer(WORDS, num_sentinels=num_sentinels)
 
 
 @pytest.fixture(scope="module")

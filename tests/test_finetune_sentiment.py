@@ -1,12 +1,11 @@
 """training/finetune_sentiment.py end to end on a generated toy task, its errors, and real SST-2 when present."""
 
 import json
-import random
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT, SHARED_DATA
+from conftest import REPO_ROOT, SHARED_DATA, toy_reviews, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 SCRIPT = REPO_ROOT / "training" / "finetune_sentiment.py"
@@ -15,26 +14,6 @@ TINY_MODEL = (
     "encoder_ffn_dim=64,decoder_ffn_dim=64,normalize_before=true"
 )
 COMMON = ["--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "no", "--seed", "0"]
-
-
-def toy_reviews(count: int, seed: int, text_key: str = "sentence") -> list[dict]:
-    """Sentences whose label is given by one sentiment word among neutral ones."""
-    rng = random.Random(seed)
-    positive = ["good", "great", "lovely", "wonderful", "superb", "charming"]
-    negative = ["bad", "awful", "poor", "terrible", "dull", "boring"]
-    neutral = ["the", "movie", "was", "really", "quite", "plot", "acting", "a", "film", "story"]
-    rows = []
-    for i in range(count):
-        label = i % 2
-        words = rng.sample(neutral, 4) + [rng.choice(positive if label else negative)]
-        rng.shuffle(words)
-        rows.append({text_key: " ".join(words), "label": label})
-    return rows
-
-
-def write_jsonl(path, rows) -> str:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return str(path)
 
 
 def run(*arguments, check=True) -> subprocess.CompletedProcess:

@@ -3,7 +3,6 @@ the same global batch, and a launch whose processes cannot see each other is ref
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import yaml
 from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
 from accelerate.commands.launch import launch_command_parser
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, toy_reviews, write_jsonl
 from safetensors.torch import load_file
 
 from hf_scratch_transformer import modeling_scratch_transformer
@@ -77,14 +76,7 @@ def train_tokenizer(folder: Path) -> None:
 def sentiment(tmp_path_factory):
     """48 one-word-sentiment sentences (six batches of 8) and a 400-token tokenizer."""
     folder = tmp_path_factory.mktemp("multiprocess")
-    rng = random.Random(0)
-    neutral = ["the", "movie", "was", "really", "quite", "plot", "acting", "a", "film", "story"]
-    sentiment_words = (["bad", "awful", "poor", "dull"], ["good", "great", "lovely", "wonderful"])
-    with open(folder / "train.jsonl", "w") as file:
-        for i in range(48):
-            words = rng.sample(neutral, rng.randint(2, 6)) + [rng.choice(sentiment_words[i % 2])]  # ragged lengths
-            rng.shuffle(words)
-            file.write(json.dumps({"sentence": " ".join(words), "label": i % 2}) + "\n")
+    write_jsonl(folder / "train.jsonl", toy_reviews(48, seed=0, neutral_words=(2, 6)))  # ragged lengths
     train_tokenizer(folder)
     return folder
 

@@ -2,7 +2,6 @@
 was never stopped, and the output-dir checks that keep runs from overwriting each other."""
 
 import json
-import random
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, random_batch, tiny_config
+from conftest import REPO_ROOT, random_batch, tiny_config, toy_reviews, write_jsonl
 from safetensors.torch import load_file
 from transformers import Seq2SeqTrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
@@ -143,14 +142,7 @@ def test_publishing_a_step_saved_again_replaces_the_old_folder_whole(tmp_path):
 def sentiment(tmp_path_factory):
     """64 one-word-sentiment sentences and a 400-token tokenizer trained on them."""
     folder = tmp_path_factory.mktemp("reliability")
-    rng = random.Random(0)
-    neutral = ["the", "movie", "was", "really", "quite", "plot", "acting", "a", "film", "story"]
-    sentiment_words = (["bad", "awful", "poor", "dull"], ["good", "great", "lovely", "wonderful"])
-    with open(folder / "train.jsonl", "w") as file:
-        for i in range(64):
-            words = rng.sample(neutral, 4) + [rng.choice(sentiment_words[i % 2])]
-            rng.shuffle(words)
-            file.write(json.dumps({"sentence": " ".join(words), "label": i % 2}) + "\n")
+    write_jsonl(folder / "train.jsonl", toy_reviews(64, seed=0))
     subprocess.run(
         [sys.executable, TRAINING / "train_tokenizer.py", "--train_file", folder / "train.jsonl", "--output_dir",
          folder / "tokenizer", "--vocab_size", "400", "--num_sentinel_tokens", "10"],

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BOS, EOS, PAD, VOCAB_SIZE, random_batch, tiny_config
+from conftest import BOS, VOCAB_SIZE, random_batch, tiny_config, word_level_tokenizer
 from safetensors import safe_open
 from transformers import (
     AutoModel,
@@ -533,20 +533,7 @@ WORDS = ["the", "movie", "is", "good", "bad", "great", "awful", "not", "a", "fil
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {"<pad>": PAD, "<s>": BOS, "</s>": EOS, "<unk>": 3}
-    vocab.update({word: index + 4 for index, word in enumerate(WORDS)})
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        model_input_names=["input_ids", "attention_mask"],
-    )
+    return word_level_tokenizer(WORDS)
 
 
 def test_text_classification_pipeline(tmp_path):

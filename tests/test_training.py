@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import BOS, EOS, PAD, VOCAB_SIZE, random_batch, tiny_config
+from conftest import BOS, EOS, PAD, VOCAB_SIZE, random_batch, tiny_config, word_level_tokenizer
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import SequentialSampler
 from transformers import (
@@ -246,22 +246,10 @@ def test_gradient_accumulation_matches_one_big_batch_in_trainer(tmp_path):
 # 4. Seq2SeqTrainer, DataCollatorForSeq2Seq and generation on a copy task
 # ---------------------------------------------------------------------------------------------------------------
 
-DIGIT_OFFSET = 4  # <pad>=0, <s>=1, </s>=2, <unk>=3, then the digits 0..9
-
 
 def digit_tokenizer() -> PreTrainedTokenizerFast:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-
-    vocab = {"<pad>": PAD, "<s>": BOS, "</s>": EOS, "<unk>": 3}
-    vocab.update({str(digit): DIGIT_OFFSET + digit for digit in range(10)})
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", EOS)])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
-    assert (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (PAD, BOS, EOS)
-    return tokenizer
+    """The digits 0..9, one id each after the special tokens; every sequence ends in </s>."""
+    return word_level_tokenizer([str(digit) for digit in range(10)], append_eos=True)
 
 
 def copy_task(tokenizer, count: int, seed: int) -> list[dict[str, list[int]]]:
