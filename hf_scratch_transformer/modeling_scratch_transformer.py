@@ -580,8 +580,8 @@ class ScratchTransformerDecoder(nn.Module):
 
         if use_cache and past_key_values is None:
             past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        elif not use_cache:
-            past_key_values = None
+        # A cache passed in is attended to even when `use_cache` is off: PEFT prefix tuning hands its trained
+        # prefix to the decoder as cached keys and values, also when teacher forcing with labels.
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         check_mask_shape("decoder_attention_mask", attention_mask, (batch_size, past_length + target_length))
         check_mask_shape("attention_mask", encoder_attention_mask, tuple(encoder_hidden_states.shape[:2]))
@@ -622,7 +622,7 @@ class ScratchTransformerDecoder(nn.Module):
 
         output = BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values,
+            past_key_values=past_key_values if use_cache else None,
             hidden_states=all_hidden_states,
             attentions=all_self_attentions,
             cross_attentions=all_cross_attentions,
