@@ -42,4 +42,11 @@ for start in scratch pretrained; do
         --output_dir "$RUNS/sst2_$start" --overwrite_output_dir --max_steps 1000 --per_device_train_batch_size 32 \
         --learning_rate 3e-4 --warmup_steps 100 --logging_steps 50 --eval_strategy no "${COMMON[@]}"
 done
+# 5. SST-2 from the same checkpoint through a LoRA adapter (issue 4): rank 8 on q_proj and v_proj, plus the
+#    classification head; the same steps and batch as step 4, a learning rate suited to the few weights that train.
+timed sst2_lora $PY training/finetune_sentiment.py --model_name_or_path "$RUNS/pretrain" \
+    --peft lora --lora_r 8 --lora_alpha 16 --lora_dropout 0.05 --lora_target_modules q_proj,v_proj \
+    --train_file "$DATA/sst2/train.jsonl" --validation_file "$DATA/sst2/validation.jsonl" \
+    --output_dir "$RUNS/sst2_lora" --overwrite_output_dir --max_steps 1000 --per_device_train_batch_size 32 \
+    --learning_rate 2e-3 --warmup_steps 100 --logging_steps 50 --eval_strategy no "${COMMON[@]}"
 echo "done" | tee -a "$RUNS/times.txt"

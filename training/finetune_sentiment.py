@@ -11,6 +11,10 @@ encoder of a checkpoint made by `pretrain.py` or `finetune_translation.py` (the 
 model (`--config_overrides`, with `--tokenizer_name`). Accuracy and F1 are computed by the project's own
 `evaluate` module, offline. The run's `id2label` is saved, so `pipeline("text-classification")` prints label
 names.
+
+With `--peft lora` (or `prompt`) the checkpoint stays frozen and an adapter trains, with the classification head;
+only they are saved, and `AutoPeftModelForSequenceClassification.from_pretrained(output_dir)` loads them onto the
+checkpoint named in `adapter_config.json`.
 """
 
 import logging
@@ -19,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from script_utils import (
     AtomicTrainer,
+    PeftArguments,
+    add_adapter,
     load_model,
     load_raw_datasets,
     load_tokenizer,
@@ -49,7 +55,9 @@ class SentimentArguments:
 
 
 def main() -> None:
-    model_args, data_args, task_args, training_args, resume_from = start_run(SentimentArguments, TrainingArguments)
+    model_args, data_args, task_args, training_args, resume_from, peft_args = start_run(
+        SentimentArguments, TrainingArguments, PeftArguments
+    )
     set_seed(training_args.seed)
 
     # 1. Data: find the text and label columns, and the classes.
@@ -103,6 +111,7 @@ def main() -> None:
             f"--max_source_length {task_args.max_source_length} is above the model's max_position_embeddings "
             f"({model.config.max_position_embeddings}) for learned positions. Lower it."
         )
+    model = add_adapter(model, peft_args, "SEQ_CLS", training_args)  # --peft: train an adapter and the head
 
     def preprocess(batch):
         encoded = tokenizer(batch[task_args.text_column], max_length=task_args.max_source_length, truncation=True)

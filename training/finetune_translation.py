@@ -31,6 +31,11 @@ reports corpus sacreBLEU and chrF of the detokenized text (the project's own `ev
 the mean generated length. The run's `generation_config.json` keeps `--num_beams` and `max_length` =
 `--max_target_length`, so `generate()` on the reloaded model decodes the same way; `translation_samples.jsonl`
 holds the first `--num_samples_to_write` validation sources with their references and translations.
+
+`--peft lora|prefix|prompt` fine-tunes a checkpoint (`--model_name_or_path`) through a PEFT adapter: the
+checkpoint stays frozen, only the adapter is saved, evaluation and the samples go through it, and
+`AutoPeftModelForSeq2SeqLM.from_pretrained(output_dir)` loads it onto the checkpoint named in
+`adapter_config.json`.
 """
 
 import json
@@ -43,6 +48,8 @@ import numpy as np
 import torch
 from script_utils import (
     AtomicSeq2SeqTrainer,
+    PeftArguments,
+    add_adapter,
     load_model,
     load_raw_datasets,
     load_tokenizer,
@@ -163,8 +170,8 @@ def translate(model, tokenizer, sources: list[str], max_source_length: int, batc
 
 
 def main() -> None:
-    model_args, data_args, task_args, training_args, resume_from = start_run(
-        TranslationArguments, Seq2SeqTrainingArguments
+    model_args, data_args, task_args, training_args, resume_from, peft_args = start_run(
+        TranslationArguments, Seq2SeqTrainingArguments, PeftArguments
     )
     if task_args.paper_schedule:
         if training_args.warmup_steps <= 0:
@@ -223,6 +230,7 @@ def main() -> None:
                 )
     model.generation_config.num_beams = training_args.generation_num_beams
     model.generation_config.max_length = training_args.generation_max_length  # saved with the run
+    model = add_adapter(model, peft_args, "SEQ_2_SEQ_LM", training_args)  # --peft: train an adapter only
 
     def preprocess(batch):
         sources = [pair[source_lang] for pair in batch[TRANSLATION_COLUMN]]

@@ -5,6 +5,7 @@ Plain functions over `transformers` and `datasets`; each script still reads top 
 `Trainer`: `AtomicTrainer` / `AtomicSeq2SeqTrainer`, whose checkpoints appear only complete.
 """
 
+import copy
 import json
 import logging
 import os
@@ -14,12 +15,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import torch
+from peft import (
+    LoraConfig,
+    PeftConfig,
+    PeftModel,
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    get_peft_model,
+    get_peft_model_state_dict,
+)
+from safetensors import safe_open
 from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, PreTrainedTokenizerBase, Seq2SeqTrainer, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import hf_scratch_transformer  # noqa: E402, F401  (registers the Auto classes)
+
+logger = logging.getLogger(__name__)
 
 # File extensions that `datasets.load_dataset` reads, and the builder that reads each.
 DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".txt": "text", ".text": "text"}
@@ -77,13 +91,14 @@ def parse_arguments(*dataclass_types):
     return parser.parse_args_into_dataclasses()
 
 
-def start_run(task_arguments, training_arguments):
+def start_run(task_arguments, training_arguments, *more_arguments):
     """How every script starts: read the flags (or one .json/.yaml file) into the shared dataclasses, the
-    script's own `task_arguments` and `training_arguments` (TrainingArguments or Seq2SeqTrainingArguments);
-    set up logging; check the launch and the output folder. Returns the model, data, task and training arguments
-    and the checkpoint to resume from (None for a new run)."""
-    model_args, data_args, task_args, run_args, training_args = parse_arguments(
-        ModelArguments, DataArguments, task_arguments, RunArguments, training_arguments
+    script's own `task_arguments` and `training_arguments` (TrainingArguments or Seq2SeqTrainingArguments), and
+    any `more_arguments` (e.g. `PeftArguments`); set up logging; check the launch and the output folder. Returns
+    the model, data, task and training arguments, the checkpoint to resume from (None for a new run), then one
+    instance of each of `more_arguments`."""
+    model_args, data_args, task_args, run_args, training_args, *more = parse_arguments(
+        ModelArguments, DataArguments, task_arguments, RunArguments, training_arguments, *more_arguments
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     check_processes_see_each_other(training_args.world_size)
@@ -92,7 +107,7 @@ def start_run(task_arguments, training_arguments):
     resume_from = check_output_dir(
         training_args.output_dir, training_args.resume_from_checkpoint, run_args.overwrite_output_dir
     )
-    return model_args, data_args, task_args, training_args, resume_from
+    return model_args, data_args, task_args, training_args, resume_from, *more
 
 
 def load_raw_datasets(data_args: DataArguments) -> datasets.DatasetDict:
@@ -199,6 +214,134 @@ def load_model(model_class, model_args: ModelArguments, tokenizer: PreTrainedTok
     return model
 
 
+@dataclass
+class PeftArguments:
+    """Parameter-efficient fine-tuning with PEFT: the checkpoint stays frozen, a small adapter trains, and only the
+    adapter (with the tokenizer) is saved to --output_dir."""
+
+    peft: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train an adapter instead of the whole model: lora, prefix (prefix tuning) or prompt (prompt "
+            "tuning). Needs --model_name_or_path, the model to adapt.",
+            "choices": ["lora", "prefix", "prompt"],
+        },
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scale numerator: updates are scaled by alpha / r."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: str = field(
+        default="q_proj,v_proj",
+        metadata={"help": 'Layers LoRA wraps, e.g. "q_proj,k_proj,v_proj,out_proj,fc1,fc2", or "all-linear".'},
+    )
+    num_virtual_tokens: int = field(
+        default=20, metadata={"help": "Prefix or prompt length (prefix and prompt tuning)."}
+    )
+    adapter_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Continue training this saved adapter (--model_name_or_path is its base model)."},
+    )
+
+
+def lora_target_modules(model, requested: str) -> list[str] | str:
+    """The --lora_target_modules names, each checked to match a linear layer: PEFT ignores a name that matches
+    nothing as long as another one matches, which would train fewer layers than asked without a word."""
+    if requested.strip() == "all-linear":
+        return "all-linear"  # PEFT's own shorthand: every linear layer except the output (LM) head
+    linear_names = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    short_names = sorted({name.rsplit(".", 1)[-1] for name in linear_names})
+    names = [name.strip() for name in requested.split(",") if name.strip()]
+    for name in names:
+        if not any(full == name or full.endswith(f".{name}") for full in linear_names):
+            raise SystemExit(
+                f"--lora_target_modules {name!r} matches no linear layer of the model. Its linear layers are "
+                f"{short_names}; or use all-linear."
+            )
+    return names
+
+
+def add_adapter(model, peft_args: PeftArguments, task_type: str, training_args):
+    """The model wrapped by PEFT for --peft (a new adapter, or --adapter_name_or_path), or the model itself."""
+    if peft_args.peft is None:
+        if peft_args.adapter_name_or_path is not None:
+            raise SystemExit("--adapter_name_or_path needs --peft, the kind of adapter it is.")
+        return model
+    if not model.name_or_path:
+        raise SystemExit(
+            f"--peft {peft_args.peft} adapts a trained model and leaves it frozen: pass --model_name_or_path (e.g. "
+            "a run of training/pretrain.py). To train a new model, leave out --peft."
+        )
+    if peft_args.peft == "prefix" and training_args.gradient_checkpointing:
+        raise SystemExit(
+            "--peft prefix does not work with --gradient_checkpointing: the prefix lives in the decoder's key/value "
+            "cache, which checkpointing would fill twice. Drop --gradient_checkpointing, or use --peft lora."
+        )
+    if peft_args.peft == "prefix" and task_type == "SEQ_CLS":
+        raise SystemExit(
+            "--peft prefix puts trained keys and values in front of the decoder's; the classifier is the encoder "
+            "alone and has no cache to hold them. Use --peft lora or --peft prompt."
+        )
+    if peft_args.adapter_name_or_path is not None:
+        model = load_adapter(model, peft_args.adapter_name_or_path, is_trainable=True)
+    elif peft_args.peft == "lora":
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                task_type=task_type,
+                r=peft_args.lora_r,
+                lora_alpha=peft_args.lora_alpha,
+                lora_dropout=peft_args.lora_dropout,
+                target_modules=lora_target_modules(model, peft_args.lora_target_modules),
+            ),
+        )
+    elif peft_args.peft == "prefix":
+        # PEFT sizes the prefix from the config; name the decoder's sizes, which may differ from the encoder's.
+        config = model.config
+        model = get_peft_model(
+            model,
+            PrefixTuningConfig(
+                task_type=task_type,
+                num_virtual_tokens=peft_args.num_virtual_tokens,
+                num_layers=config.decoder_layers,
+                token_dim=config.d_model,
+                num_attention_heads=config.decoder_attention_heads,
+            ),
+        )
+    else:
+        model = get_peft_model(
+            model, PromptTuningConfig(task_type=task_type, num_virtual_tokens=peft_args.num_virtual_tokens)
+        )
+    trainable, total = model.get_nb_trainable_parameters()
+    logger.info(
+        "PEFT %s: %d trainable parameters of %d (%.3f%%)", peft_args.peft, trainable, total, 100 * trainable / total
+    )
+    return model
+
+
+def load_adapter(base_model, adapter_dir: str, is_trainable: bool = False):
+    """A saved adapter on `base_model`, or a clear error naming each weight whose shape differs (an adapter made
+    for another base model), before PEFT's loader fails with a torch size-mismatch report."""
+    config = PeftConfig.from_pretrained(adapter_dir)
+    named_base = config.base_model_name_or_path  # get_peft_model overwrites it with the model it wraps
+    shadow = get_peft_model(copy.deepcopy(base_model), config)
+    expected = {name: tuple(tensor.shape) for name, tensor in get_peft_model_state_dict(shadow).items()}
+    with safe_open(os.path.join(adapter_dir, "adapter_model.safetensors"), "pt") as saved:
+        found = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}
+    mismatches = [
+        f"{name}: {found[name]} in the adapter, {expected[name]} for this base"
+        for name in sorted(found.keys() & expected.keys())
+        if found[name] != expected[name]
+    ]
+    missing = sorted(expected.keys() - found.keys())
+    if mismatches or missing:
+        raise SystemExit(
+            f"The adapter {adapter_dir} was trained for another base model (it names {named_base!r}); "
+            f"{len(mismatches)} weights have other shapes and {len(missing)} are missing, e.g. "
+            f"{(mismatches + missing)[:3]}. Pass that base as --model_name_or_path."
+        )
+    return PeftModel.from_pretrained(base_model, adapter_dir, is_trainable=is_trainable)
+
+
 def check_output_dir(output_dir: str, resume_from_checkpoint: str | bool | None, overwrite: bool) -> str | None:
     """Refuse to write over another run. Returns the checkpoint to resume from: `--resume_from_checkpoint` as
     given, or the last checkpoint in `output_dir` for `--resume_from_checkpoint true`."""
@@ -258,7 +401,11 @@ def check_processes_see_each_other(world_size: int) -> None:
 
 
 def save_results(trainer, tokenizer: PreTrainedTokenizerBase, metrics: dict) -> None:
-    """Model, tokenizer, generation config and all_results.json in --output_dir, loadable by the Auto classes."""
+    """Model (or, with --peft, the adapter alone), tokenizer, generation config and all_results.json in
+    --output_dir, loadable by the Auto (or AutoPeftModel) classes. The results include how many parameters
+    trained."""
+    metrics["trainable_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    metrics["total_params"] = sum(p.numel() for p in trainer.model.parameters())
     trainer.save_model()
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(trainer.args.output_dir)
