@@ -11,7 +11,7 @@ Storage, under one folder on disk:
   path -> blob, size, git oid, LFS or not) and its branches (name -> commit sha). A commit is a snapshot, so every
   old commit sha stays resolvable.
 
-What is not here: pull requests, tags, branches other than those commits create, pagination, Xet storage (the tests
+What is not here: pull requests, tags, deleting repos or branches, pagination, Xet storage (the tests
 set HF_HUB_DISABLE_XET=1), and any route nobody calls. An unknown route answers 404 `X-Error-Code: NotImplemented`
 and is kept in `server.unknown_requests`, so a client call we lack shows up in a failing test.
 """
@@ -216,6 +216,8 @@ class HubHandler(BaseHTTPRequestHandler):
                 return self.preupload, (repo_type, repo_id, rest[1])
             if method == "POST" and len(rest) == 2 and rest[0] == "commit":
                 return self.commit, (repo_type, repo_id, rest[1])
+            if method == "POST" and len(rest) == 2 and rest[0] == "branch":
+                return self.create_branch, (repo_type, repo_id, rest[1])
         # /{prefix}{namespace}/{name}.git/info/lfs/objects/batch
         if method == "POST" and segments[-4:] == ["info", "lfs", "objects", "batch"]:
             repo_type, repo_segments = self.split_repo_url(segments[:-4])
@@ -481,6 +483,18 @@ class HubHandler(BaseHTTPRequestHandler):
             store.save(repo_type, repo_id, repo)
         url = f"{self.server.url}/{URL_PREFIXES[repo_type]}{repo_id}/commit/{sha}"
         self.send_json({"success": True, "commitOid": sha, "commitUrl": url, "pullRequestUrl": None})
+
+    def create_branch(self, repo_type: str, repo_id: str, branch: str) -> None:
+        self.require_write_token()
+        starting_point = json.loads(self.body or b"{}").get("startingPoint") or "main"
+        store = self.server.store
+        with store.lock:
+            repo = self.read_repo(repo_type, repo_id)
+            if branch in repo["branches"]:
+                raise HubError(409, f"Branch {branch} already exists")
+            repo["branches"][branch] = RepoStore.resolve(repo, starting_point)
+            store.save(repo_type, repo_id, repo)
+        self.send_json({})
 
     def resolve_file(self, method: str, repo_type: str, repo_id: str, revision: str, path: str) -> None:
         repo = self.read_repo(repo_type, repo_id)

@@ -258,13 +258,15 @@ def check_processes_see_each_other(world_size: int) -> None:
 
 
 def save_results(trainer, tokenizer: PreTrainedTokenizerBase, metrics: dict) -> None:
-    """Model, tokenizer, generation config and all_results.json in --output_dir, loadable by the Auto classes."""
+    """Model, tokenizer, generation config, all_results.json and trainer_state.json in --output_dir, loadable by
+    the Auto classes."""
     trainer.save_model()
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(trainer.args.output_dir)
         if getattr(trainer.model, "generation_config", None) is not None:
             trainer.model.generation_config.save_pretrained(trainer.args.output_dir)
     trainer.save_metrics("all", metrics)
+    trainer.save_state()  # trainer_state.json: the logged losses and metrics, drawn in the model card's curves
 
 
 # Where a checkpoint is written before it is renamed to output_dir/checkpoint-N. The name matches neither
