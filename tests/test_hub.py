@@ -95,7 +95,8 @@ def hub(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(hub, tmp_path_factory):
     """A toy translation data set pushed with Dataset.push_to_hub, a translation run that reads it with
-    --dataset_name, and a sentiment run pushed by the script's own --push_to_hub."""
+    --dataset_name, and a sentiment run that starts from that model on the Hub (--model_name_or_path) and is pushed
+    by the script's own --push_to_hub."""
     folder = tmp_path_factory.mktemp("runs")
     rows = toy_reviews(160, seed=0)
     words = sorted({word for row in rows for word in row["sentence"].split()})
@@ -122,11 +123,13 @@ def runs(hub, tmp_path_factory):
          "--predict_with_generate", "--num_beams", 1, "--max_target_length", 16, "--num_samples_to_write", 3,
          *QUIET], hub_env(hub, folder / "home_translation"))  # fmt: skip
 
+    # The classifier starts from the translation model's encoder, taken from the Hub by --model_name_or_path.
+    run([PUSH_SCRIPT, translation, "--repo_id", "user/translation-base"], hub_env(hub, folder / "home_base"))
     sentiment_data = write_jsonl(folder / "reviews.jsonl", rows)
     sentiment = folder / "sentiment"
     run([REPO_ROOT / "training" / "finetune_sentiment.py", "--train_file", sentiment_data,
-         "--validation_file", sentiment_data, "--max_eval_samples", 32, "--tokenizer_name", tokenizer_dir,
-         "--config_overrides", TINY_MODEL, "--class_names", "negative,positive", "--output_dir", sentiment,
+         "--validation_file", sentiment_data, "--max_eval_samples", 32, "--model_name_or_path",
+         "user/translation-base", "--class_names", "negative,positive", "--output_dir", sentiment,
          "--max_steps", 60, "--learning_rate", 3e-3, "--per_device_train_batch_size", 16, "--eval_strategy", "steps",
          "--eval_steps", 20, "--logging_steps", 5, "--push_to_hub", "--hub_model_id", "user/sentiment",
          *QUIET], hub_env(hub, folder / "home_sentiment"))  # fmt: skip
@@ -246,6 +249,7 @@ def test_script_push_to_hub_gives_the_same_files_and_a_working_pipeline(hub, run
     metrics = {m["type"]: m["value"] for m in report["card"]["model-index"][0]["results"][0]["metrics"]}
     assert metrics["accuracy"] == results["eval_accuracy"] and metrics["f1"] == results["eval_f1"]
     assert report["card"]["pipeline_tag"] == "text-classification"
+    assert report["card"]["base_model"] == "user/translation-base"
 
 
 def test_trust_remote_code_pull_without_the_package(hub, runs, tmp_path):
