@@ -28,6 +28,7 @@ from script_utils import (
     load_model,
     load_raw_datasets,
     load_tokenizer,
+    push_run_to_hub,
     require_columns,
     save_results,
     start_run,
@@ -149,6 +150,7 @@ def main() -> None:
     if "validation" in tokenized:
         metrics.update(trainer.evaluate())
     save_results(trainer, tokenizer, metrics)
+    push_run_to_hub(trainer, model_args, data_args)
     logger.info("Results: %s", metrics)
 
 

@@ -53,6 +53,7 @@ from script_utils import (
     load_model,
     load_raw_datasets,
     load_tokenizer,
+    push_run_to_hub,
     require_columns,
     save_results,
     start_run,
@@ -290,7 +291,6 @@ def main() -> None:
         metrics.update(trainer.evaluate())
         metrics.update({f"eval_{name}": value for name, value in signatures.items()})
     save_results(trainer, tokenizer, metrics)
-    trainer.save_state()  # trainer_state.json: the logged losses and learning rates
     logger.info("Results: %s", metrics)
 
     # 5. A few translations to read, from the saved generation settings.
@@ -307,6 +307,9 @@ def main() -> None:
                 sample = {"source": source, "reference": reference, "hypothesis": hypothesis}
                 samples.write(json.dumps(sample, ensure_ascii=False) + "\n")
         logger.info("Wrote %d translations to %s", len(sources), path)
+
+    # 6. The run and its card (which quotes a few of these translations) to the Hub, with --push_to_hub.
+    push_run_to_hub(trainer, model_args, data_args)
 
 
 if __name__ == "__main__":

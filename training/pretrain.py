@@ -44,6 +44,7 @@ from script_utils import (
     load_model,
     load_raw_datasets,
     load_tokenizer,
+    push_run_to_hub,
     save_results,
     start_run,
 )
@@ -231,6 +232,7 @@ def main() -> None:
     if validation is not None:
         metrics.update(trainer.evaluate())
     save_results(trainer, tokenizer, metrics)
+    push_run_to_hub(trainer, model_args, data_args)
     if trainer.is_world_process_zero():
         curve = [{"step": log["step"], "loss": log["loss"]} for log in trainer.state.log_history if "loss" in log]
         with open(os.path.join(training_args.output_dir, "loss_curve.json"), "w") as file:

@@ -107,6 +107,8 @@ def start_run(task_arguments, training_arguments, *more_arguments):
     resume_from = check_output_dir(
         training_args.output_dir, training_args.resume_from_checkpoint, run_args.overwrite_output_dir
     )
+    if training_args.push_to_hub:
+        check_hub_token(training_args.hub_token)
     return model_args, data_args, task_args, training_args, resume_from, *more
 
 
@@ -401,9 +403,9 @@ def check_processes_see_each_other(world_size: int) -> None:
 
 
 def save_results(trainer, tokenizer: PreTrainedTokenizerBase, metrics: dict) -> None:
-    """Model (or, with --peft, the adapter alone), tokenizer, generation config and all_results.json in
-    --output_dir, loadable by the Auto (or AutoPeftModel) classes. The results include how many parameters
-    trained."""
+    """Model (or, with --peft, the adapter alone), tokenizer, generation config, all_results.json and
+    trainer_state.json in --output_dir, loadable by the Auto (or AutoPeftModel) classes. The results include how
+    many parameters trained."""
     metrics["trainable_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     metrics["total_params"] = sum(p.numel() for p in trainer.model.parameters())
     trainer.save_model()
@@ -412,6 +414,49 @@ def save_results(trainer, tokenizer: PreTrainedTokenizerBase, metrics: dict) -> 
         if getattr(trainer.model, "generation_config", None) is not None:
             trainer.model.generation_config.save_pretrained(trainer.args.output_dir)
     trainer.save_metrics("all", metrics)
+    trainer.save_state()  # trainer_state.json: the logged losses and metrics, drawn in the model card's curves
+
+
+def check_hub_token(token: str | None) -> None:
+    """--push_to_hub: stop before training, not after, when there is no token or the Hub rejects it."""
+    from huggingface_hub import HfApi
+    from push_to_hub import PushError, explain, require_token
+
+    try:
+        api = HfApi(token=require_token(token))
+        try:
+            api.whoami()
+        except Exception as error:  # rejected, or unreachable: explain() tells which
+            raise PushError(explain(error, api.endpoint)) from error
+    except PushError as error:
+        raise SystemExit(f"--push_to_hub: {error}") from None
+
+
+def push_run_to_hub(trainer, model_args: ModelArguments, data_args: DataArguments) -> None:
+    """--push_to_hub: Trainer has pushed its own files (at each save, and in save_model with its own card); wait
+    for those pushes, then commit what training/push_to_hub.py pushes, with our card. The repo ends as that script
+    leaves it; Trainer's extra files (training_args.bin, its card) are replaced or deleted."""
+    if not trainer.args.push_to_hub or not trainer.is_world_process_zero():
+        return
+    from push_to_hub import PushError, push_run
+
+    if trainer.push_in_progress is not None:
+        trainer.push_in_progress.wait_until_done()
+    # The card's base_model is a Hub id; a local folder would mean nothing on the Hub.
+    start = model_args.model_name_or_path
+    base_model = start if start and not os.path.exists(start) else None
+    try:
+        push_run(
+            trainer.args.output_dir,
+            trainer.hub_model_id,
+            revision=trainer.args.hub_revision,
+            token=trainer.args.hub_token,
+            datasets=[data_args.dataset_name] if data_args.dataset_name else None,
+            base_model=base_model,
+            commit_message="End of training",
+        )
+    except PushError as error:
+        raise SystemExit(f"--push_to_hub: {error} The run is saved in {trainer.args.output_dir}.") from None
 
 
 # Where a checkpoint is written before it is renamed to output_dir/checkpoint-N. The name matches neither

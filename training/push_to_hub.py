@@ -1,0 +1,181 @@
+"""Push a finished run (or a PEFT adapter folder) to the Hugging Face Hub, with a model card filled from the run.
+
+    python training/push_to_hub.py runs/multi30k --repo_id user/scratch-multi30k --dataset_name bentrevett/multi30k
+    python training/push_to_hub.py runs/lora --repo_id user/scratch-lora        # base model: from adapter_config.json
+
+The repo then holds, in one commit: the weights (`model.safetensors`, or `adapter_model.safetensors`),
+`config.json` with its `auto_map` (or `adapter_config.json`), `generation_config.json`, the flat
+`configuration_scratch_transformer.py` and `modeling_scratch_transformer.py` (so `trust_remote_code=True` works
+without this package), the tokenizer files, `all_results.json`, `training_curves.svg` and the card, `README.md`
+(`model_cards/`). Files of an earlier push that this run does not have are deleted in the same commit, so the
+repo is this run; the earlier commits stay loadable with `revision=<sha>`.
+
+The token comes from `HF_TOKEN` or `hf auth login` (`--token` is not a flag, so it stays out of shell history) and
+is never printed. Nothing is written to the run folder: the card and the picture go straight into the commit.
+Every training script does the same at the end with `--push_to_hub --hub_model_id user/name`.
+"""
+
+import argparse
+import fnmatch
+import sys
+from pathlib import Path
+
+import httpx2
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # model_card.py, beside this script
+from model_card import CURVES_FILE, make_model_card, read_json, run_kind, training_curves_svg  # noqa: E402
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / "hf_scratch_transformer"
+REMOTE_CODE_FILES = ["configuration_scratch_transformer.py", "modeling_scratch_transformer.py"]
+# What of a run folder goes to the Hub. Checkpoints, optimizer states and training_args.bin (a pickle) stay home.
+RUN_FILES = [
+    "config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
+    "model.safetensors.index.json", "adapter_config.json", "adapter_model.safetensors",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+    "merges.txt", "*.model", "chat_template.jinja", "all_results.json", *REMOTE_CODE_FILES,
+]  # fmt: skip
+
+
+class PushError(Exception):
+    """A push that could not be done, with a message that says what to do."""
+
+
+def check_finished_run(run_dir: Path) -> None:
+    """A run folder holds a config and weights (a model's or an adapter's); say what is missing otherwise. Runs
+    before any network call."""
+    if not run_dir.is_dir():
+        raise PushError(f"{run_dir} is not a folder. Pass the --output_dir of a finished training run.")
+    model = (run_dir / "config.json").is_file() and any(run_dir.glob("model*.safetensors"))
+    adapter = (run_dir / "adapter_config.json").is_file() and (run_dir / "adapter_model.safetensors").is_file()
+    if not (model or adapter):
+        present = sorted(path.name for path in run_dir.iterdir())[:10]
+        raise PushError(
+            f"{run_dir} is not a finished run: it needs config.json and model.safetensors (or adapter_config.json "
+            f"and adapter_model.safetensors for an adapter), and holds {present}. Push the folder a training script "
+            "saved at its end, not a checkpoint in progress."
+        )
+
+
+def require_token(token: str | None = None) -> str:
+    """The token to push with: the one given, or HF_TOKEN / the one `hf auth login` saved."""
+    token = token or get_token()
+    if not token:
+        raise PushError("No Hugging Face token: set HF_TOKEN, or run `hf auth login`, with a token that can write.")
+    return token
+
+
+def files_to_push(run_dir: Path) -> dict[str, Path]:
+    """path in the repo -> local file, for the run's files in RUN_FILES. The remote-code files come from the run
+    (save_pretrained copies them there) or, for a model saved without them, from this package."""
+    files = {
+        path.name: path
+        for path in sorted(run_dir.iterdir())
+        if path.is_file() and any(fnmatch.fnmatch(path.name, pattern) for pattern in RUN_FILES)
+    }
+    if "config.json" in files:
+        for name in REMOTE_CODE_FILES:
+            files.setdefault(name, PACKAGE_DIR / name)
+    return files
+
+
+def explain(error: Exception, endpoint: str) -> str:
+    """A message for a failed Hub call: a rejected token, an unreachable or dying server, or the Hub's own words."""
+    if isinstance(error, HfHubHTTPError) and error.response is not None and error.response.status_code in (401, 403):
+        return (
+            f"The Hub at {endpoint} rejected the token ({error.response.status_code}): set HF_TOKEN to a token with "
+            "write access, or run `hf auth login`."
+        )
+    if isinstance(error, (httpx2.TransportError, ConnectionError)) or isinstance(
+        error.__cause__, httpx2.TransportError
+    ):
+        return (
+            f"Lost the connection to the Hub at {endpoint} ({type(error).__name__}: {error}). The run folder is "
+            "unchanged and the Hub keeps no partial commit: run the same command again."
+        )
+    return f"The push to {endpoint} failed: {error}"
+
+
+def push_run(
+    run_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+    datasets: list[str] | None = None,
+    base_model: str | None = None,
+) -> str:
+    """Push the finished run in `run_dir` to `repo_id` (created if needed; `revision`: a branch, created from
+    main if needed) as one commit. Returns the commit sha. Raises PushError with a message for the user."""
+    run_dir = Path(run_dir)
+    check_finished_run(run_dir)
+    token = require_token(token)
+    files = files_to_push(run_dir)
+    state = read_json(run_dir / "trainer_state.json")
+    card = make_model_card(run_dir, repo_id, datasets=datasets, base_model=base_model)
+    metric = {"translation": "eval_bleu", "sentiment": "eval_accuracy"}.get(run_kind(run_dir))
+    curves = training_curves_svg(state["log_history"], metric) if state else None
+    additions = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
+    additions.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode()))
+    if curves:
+        additions.append(CommitOperationAdd(path_in_repo=CURVES_FILE, path_or_fileobj=curves.encode()))
+
+    api = HfApi(token=token)
+    try:
+        repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+        repo_id = repo_url.repo_id
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        pushed = {operation.path_in_repo for operation in additions}
+        stale = [path for path in api.list_repo_files(repo_id, revision=revision) if path not in pushed]
+        deletions = [CommitOperationDelete(path) for path in stale if path != ".gitattributes"]
+        commit = api.create_commit(
+            repo_id,
+            operations=additions + deletions,
+            commit_message=commit_message or f"Upload {run_dir.name} with training/push_to_hub.py",
+            revision=revision,
+        )
+    except (HfHubHTTPError, httpx2.TransportError, ConnectionError, RuntimeError) as error:
+        raise PushError(explain(error, api.endpoint)) from error
+    return commit.oid
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="The --output_dir of a finished run, or a PEFT adapter folder.")
+    parser.add_argument("--repo_id", required=True, help="user/name (or organization/name) on the Hub.")
+    parser.add_argument(
+        "--private", action="store_true", help="Create the repo private (an existing repo keeps its own)."
+    )
+    parser.add_argument("--revision", default=None, help="The branch to commit to (created from main); default main.")
+    parser.add_argument("--commit_message", default=None)
+    parser.add_argument(
+        "--dataset_name",
+        action="append",
+        default=None,
+        help="Hub data set the run trained on, for the card (repeatable).",
+    )
+    parser.add_argument(
+        "--base_model", default=None, help="Hub id of the checkpoint the run was fine-tuned from, for the card."
+    )
+    args = parser.parse_args()
+    try:
+        sha = push_run(
+            args.run_dir,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            datasets=args.dataset_name,
+            base_model=args.base_model,
+        )
+    except PushError as error:
+        raise SystemExit(f"push_to_hub: {error}") from None
+    print(f"Pushed {args.run_dir} to {args.repo_id} at commit {sha}")
+
+
+if __name__ == "__main__":
+    main()
