@@ -973,8 +973,15 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput | tuple:
+        if past_key_values is not None:
+            # PEFT prefix tuning passes its prefix this way; swallowed by **kwargs it would silently train nothing.
+            raise ValueError(
+                "The classifier is the encoder alone and keeps no key/value cache, so `past_key_values` (e.g. PEFT "
+                "prefix tuning) cannot reach it. Use LoRA or prompt tuning for classification."
+            )
         if attention_mask is None and input_ids is not None and self.config.pad_token_id is not None:
             # Without a mask, padding is read off the ids, so that a sentence's label does not depend on how much
             # padding its batch needed.

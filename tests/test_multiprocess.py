@@ -13,11 +13,19 @@ from accelerate.commands.config.config_args import ClusterConfig, load_config_fr
 from accelerate.commands.launch import launch_command_parser
 from conftest import REPO_ROOT, toy_reviews, write_jsonl
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
-from hf_scratch_transformer import modeling_scratch_transformer
+from hf_scratch_transformer import (
+    ScratchTransformerConfig,
+    ScratchTransformerForConditionalGeneration,
+    modeling_scratch_transformer,
+)
 from hf_scratch_transformer.demo_data import make_translation_dataset
 
 CONFIGS = REPO_ROOT / "training" / "accelerate_configs"
+sys.path.insert(0, str(REPO_ROOT / "training"))
+from script_utils import parse_config_overrides  # noqa: E402
+
 SCRIPTS = {
     "sentiment": [REPO_ROOT / "training" / "finetune_sentiment.py"],
     "translation": [REPO_ROOT / "training" / "finetune_translation.py", "--source_lang", "en", "--target_lang", "de"],
@@ -163,3 +171,31 @@ def test_accelerate_launch_cpu_with_two_processes_is_refused(sentiment, tmp_path
     assert "asks for 2 processes, but they do not see each other" in completed.stderr, completed.stderr[-4000:]
     assert "cpu_2proc.yaml" in completed.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_two_cpu_processes_train_a_lora_adapter_as_one_process(translation, tmp_path):
+    """`--peft lora` under the 2-process launch: the adapter both runs save is the same to 1e-5."""
+    base = tmp_path / "base"
+    tokenizer = AutoTokenizer.from_pretrained(translation / "tokenizer")
+    config = ScratchTransformerConfig(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.bos_token_id,
+        **parse_config_overrides(TINY_MODEL),
+    )  # fmt: skip
+    ScratchTransformerForConditionalGeneration(config).save_pretrained(base)
+    peft = ["--model_name_or_path", base, "--peft", "lora", "--lora_dropout", 0.0, "--learning_rate", 1e-2]
+
+    two, one = tmp_path / "two_processes", tmp_path / "one_process"
+    launched = run(
+        [*ACCELERATE_LAUNCH, "--config_file", CONFIGS / "cpu_2proc.yaml",
+         *script_arguments("translation", translation, two, 4), *peft]
+    )  # fmt: skip
+    run([sys.executable, *script_arguments("translation", translation, one, 8), *peft])
+
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in (two / f"checkpoint-{STEPS}").iterdir()}
+    two_logs, one_logs = training_logs(two), training_logs(one)
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(two_logs, one_logs, strict=True)) <= 1e-5
+    first, second = load_file(two / "adapter_model.safetensors"), load_file(one / "adapter_model.safetensors")
+    assert first.keys() == second.keys() and all("lora_" in name for name in first), launched.stderr[-2000:]
+    assert max((first[name] - second[name]).abs().max().item() for name in first) <= 1e-5
+    assert not (two / "model.safetensors").exists()

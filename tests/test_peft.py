@@ -171,6 +171,17 @@ def test_classifier_adapter_trains_the_head_and_saves_it(method, classifier_base
     assert expected.argmax(-1).tolist() == labels.tolist()
 
 
+def test_prefix_tuning_on_the_classifier_is_a_clear_error(classifier_base):
+    """The classifier has no cache: a prefix handed to it as `past_key_values` must not be silently dropped."""
+    peft_model = get_peft_model(
+        AutoModelForSequenceClassification.from_pretrained(classifier_base),
+        PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=4),
+    )
+    input_ids, attention_mask, _ = random_batch(batch_size=2, source_length=5)
+    with pytest.raises(ValueError, match="Use LoRA or prompt tuning for classification"):
+        peft_model(input_ids=input_ids, attention_mask=attention_mask)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 2. generate() through the adapter: beams, and the cache against a loop without it
 # ---------------------------------------------------------------------------------------------------------------
