@@ -262,6 +262,28 @@ def lora_target_modules(model, requested: str) -> list[str] | str:
     return names
 
 
+def peft_config(model, peft_args: PeftArguments, task_type: str) -> PeftConfig:
+    """The PEFT configuration of a new adapter of the kind --peft names."""
+    if peft_args.peft == "lora":
+        return LoraConfig(
+            task_type=task_type,
+            r=peft_args.lora_r,
+            lora_alpha=peft_args.lora_alpha,
+            lora_dropout=peft_args.lora_dropout,
+            target_modules=lora_target_modules(model, peft_args.lora_target_modules),
+        )
+    if peft_args.peft == "prefix":
+        # PEFT sizes the prefix from the config; name the decoder's sizes, which may differ from the encoder's.
+        return PrefixTuningConfig(
+            task_type=task_type,
+            num_virtual_tokens=peft_args.num_virtual_tokens,
+            num_layers=model.config.decoder_layers,
+            token_dim=model.config.d_model,
+            num_attention_heads=model.config.decoder_attention_heads,
+        )
+    return PromptTuningConfig(task_type=task_type, num_virtual_tokens=peft_args.num_virtual_tokens)
+
+
 def add_adapter(model, peft_args: PeftArguments, task_type: str, training_args):
     """The model wrapped by PEFT for --peft (a new adapter, or --adapter_name_or_path), or the model itself."""
     if peft_args.peft is None:
@@ -285,34 +307,8 @@ def add_adapter(model, peft_args: PeftArguments, task_type: str, training_args):
         )
     if peft_args.adapter_name_or_path is not None:
         model = load_adapter(model, peft_args.adapter_name_or_path, is_trainable=True)
-    elif peft_args.peft == "lora":
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                task_type=task_type,
-                r=peft_args.lora_r,
-                lora_alpha=peft_args.lora_alpha,
-                lora_dropout=peft_args.lora_dropout,
-                target_modules=lora_target_modules(model, peft_args.lora_target_modules),
-            ),
-        )
-    elif peft_args.peft == "prefix":
-        # PEFT sizes the prefix from the config; name the decoder's sizes, which may differ from the encoder's.
-        config = model.config
-        model = get_peft_model(
-            model,
-            PrefixTuningConfig(
-                task_type=task_type,
-                num_virtual_tokens=peft_args.num_virtual_tokens,
-                num_layers=config.decoder_layers,
-                token_dim=config.d_model,
-                num_attention_heads=config.decoder_attention_heads,
-            ),
-        )
     else:
-        model = get_peft_model(
-            model, PromptTuningConfig(task_type=task_type, num_virtual_tokens=peft_args.num_virtual_tokens)
-        )
+        model = get_peft_model(model, peft_config(model, peft_args, task_type))
     trainable, total = model.get_nb_trainable_parameters()
     logger.info(
         "PEFT %s: %d trainable parameters of %d (%.3f%%)", peft_args.peft, trainable, total, 100 * trainable / total
