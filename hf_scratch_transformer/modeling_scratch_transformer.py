@@ -849,6 +849,15 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
         """Used by `DataCollatorForSeq2Seq` to build `decoder_input_ids` in the data loader."""
         return shift_tokens_right(labels, self.config.pad_token_id, self._decoder_start_token_id())
 
+    @staticmethod
+    def _reorder_cache(past_key_values: EncoderDecoderCache, beam_idx: torch.Tensor) -> EncoderDecoderCache:
+        """Beam search, between steps: the self-attention keys and values follow the beams that were kept. The
+        cross-attention ones stay where they are: `beam_idx` only moves beams within their own source, whose beams
+        all hold the same encoder output, so reordering them (what `generate()` does without this method) would
+        copy every layer's cross-attention keys and values each step without changing a number."""
+        past_key_values.self_attention_cache.reorder_cache(beam_idx)
+        return past_key_values
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
