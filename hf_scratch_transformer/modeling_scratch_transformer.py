@@ -874,8 +874,11 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        logits_to_keep: int = 0,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
+        if labels is not None and logits_to_keep:
+            raise ValueError("The loss needs the logits of every target position: no `logits_to_keep` with labels.")
         if labels is not None:
             check_token_ids("labels", labels, self.config.vocab_size, allow_ignore_index=True)
             use_cache = False  # teacher forcing sees the whole target at once: there is nothing to cache
@@ -895,7 +898,12 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V)
+        hidden_states = outputs.last_hidden_state
+        if logits_to_keep:
+            # `generate()` asks for the last position only (0 keeps all): with a decoder prompt of several tokens,
+            # the first step would otherwise project every prompt position to the vocabulary and drop all but one.
+            hidden_states = hidden_states[:, -logits_to_keep:]  # (B, logits_to_keep, E)
+        logits = self.lm_head(hidden_states)  # (B, T, V)
 
         loss = None
         if labels is not None:
