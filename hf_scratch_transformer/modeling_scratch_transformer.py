@@ -804,6 +804,40 @@ class ScratchTransformerModel(ScratchTransformerPreTrainedModel):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class LabelSmoothedCrossEntropy(torch.autograd.Function):
+    """Token-level cross-entropy with label smoothing, summed over the labels that are not -100: the value and
+    gradient of `F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum", label_smoothing=eps)`, in less
+    memory. That one keeps the log-probabilities (N, V) for its backward, whose two steps each build another
+    (N, V) tensor: at vocabulary width, the largest tensors of a training step. The gradient is known in closed form,
+    softmax(logits) - q, with q the smoothed target distribution (1 - eps on the label, plus eps / V everywhere), so
+    the forward keeps one log-sum-exp per position and the backward writes that one (N, V) gradient in place."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+        """logits (N, V), labels (N,) -> the summed loss, a scalar."""
+        kept = labels != -100
+        targets = labels.masked_fill(~kept, 0)
+        log_normaliser = torch.logsumexp(logits, dim=-1)  # (N,): log p_v = logit_v - log_normaliser
+        target_logits = logits.gather(1, targets[:, None]).squeeze(1)  # (N,)
+        losses = (1.0 - smoothing) * (log_normaliser - target_logits)  # -log p_label
+        if smoothing:
+            losses = losses + smoothing * (log_normaliser - logits.mean(dim=-1))  # -mean_v log p_v: vs uniform
+        ctx.save_for_backward(logits, targets, kept, log_normaliser)  # `logits` is the model's output: no copy
+        ctx.smoothing = smoothing
+        return (losses * kept).sum()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        logits, targets, kept, log_normaliser = ctx.saved_tensors
+        smoothing = ctx.smoothing
+        grad = (logits - log_normaliser[:, None]).exp_()  # softmax(logits), (N, V)
+        grad.scatter_add_(1, targets[:, None], torch.full_like(log_normaliser[:, None], smoothing - 1.0))
+        if smoothing:
+            grad.sub_(smoothing / logits.shape[-1])
+        grad.mul_((grad_output * kept)[:, None])  # ignored positions get no gradient
+        return grad, None, None
+
+
 class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedModel, GenerationMixin):
     """The encoder-decoder with its output projection to the vocabulary, tied to the shared embedding
     (section 3.4): translation, summarisation, denoising. `AutoModelForSeq2SeqLM` builds this class, and
@@ -907,12 +941,10 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
 
         loss = None
         if labels is not None:
-            summed = F.cross_entropy(
+            summed = LabelSmoothedCrossEntropy.apply(
                 logits.float().view(-1, logits.shape[-1]),  # float32: a half-precision log-softmax loses the loss
                 labels.view(-1),
-                ignore_index=-100,
-                reduction="sum",
-                label_smoothing=self.config.label_smoothing,
+                self.config.label_smoothing,
             )
             num_items = num_items_in_batch if num_items_in_batch is not None else (labels != -100).sum()
             loss = summed / torch.as_tensor(num_items, device=summed.device).clamp(min=1)
