@@ -57,8 +57,14 @@ def builds_own_masks(config: ScratchTransformerConfig, output_attentions: bool) 
     return output_attentions or config._attn_implementation in (None, "eager", "sdpa")
 
 
-def padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, S) with 1 for tokens and 0 for padding -> additive (B, 1, 1, S), broadcast over heads and queries."""
+def padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, S) with 1 for tokens and 0 for padding -> additive (B, 1, 1, S), broadcast over heads and queries.
+
+    None when nothing is padding: adding zeros changes nothing, and without a mask each decoding step skips
+    building one and SDPA takes its unmasked path. (Under `torch.compile` the mask is always built: the check would
+    make the graph depend on the data.)"""
+    if attention_mask is None or (not torch.compiler.is_compiling() and bool(attention_mask.all())):
+        return None
     return additive_mask(attention_mask[:, None, None, :].bool(), dtype)
 
 
@@ -481,7 +487,7 @@ class ScratchTransformerEncoder(nn.Module):
         hidden_states = F.dropout(inputs_embeds + positions, p=self.config.dropout, training=self.training)
 
         if builds_own_masks(self.config, output_attentions):
-            mask = padding_mask(attention_mask, inputs_embeds.dtype) if attention_mask is not None else None
+            mask = padding_mask(attention_mask, inputs_embeds.dtype)
         else:
             mask = create_bidirectional_mask(self.config, inputs_embeds, attention_mask)
 
@@ -551,7 +557,7 @@ class ScratchTransformerDecoder(nn.Module):
             self_mask = None
         else:
             self_mask = causal_padding_mask(target_length, past_length, attention_mask, dtype, inputs_embeds.device)
-        cross_mask = padding_mask(encoder_attention_mask, dtype) if encoder_attention_mask is not None else None
+        cross_mask = padding_mask(encoder_attention_mask, dtype)
         return self_mask, cross_mask
 
     def forward(
