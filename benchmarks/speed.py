@@ -3,11 +3,12 @@
 Every model gets the same shape, the same inputs and the same measurement; models take turns within each
 repetition so that drift of the machine (thermal, other load) spreads over all of them. Reported: medians with
 min-max, ratios against the best of Marian/BART, model FLOP utilisation (MFU) against the measured matmul rate
-(CPU) or the given peak (GPU), and peak memory.
+(CPU) or the given peak (GPU), and the peak memory of each task, measured in one fresh process per model.
 
-    python benchmarks/speed.py                                   # the issue's shape, CPU, fp32
+    python benchmarks/speed.py --plot benchmarks/speed.svg        # the issue's shape, CPU, fp32
+    python benchmarks/speed.py --fresh                            # each model timed in fresh processes
     python benchmarks/speed.py --device cuda --dtype bf16 --peak_tflops 989
-    python benchmarks/speed.py --tiny                            # seconds; what CI runs
+    python benchmarks/speed.py --tiny                             # seconds; what CI runs
 
 Training: batch x (source, target) tokens, forward + backward + AdamW step; throughput in target tokens/s.
 Generation: `generate()` of exactly `new_tokens` tokens, greedy and beam search; throughput in new tokens/s
@@ -17,8 +18,9 @@ Generation: `generate()` of exactly `new_tokens` tokens, greedy and beam search;
 import argparse
 import gc
 import json
-import resource
+import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -58,6 +60,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--models", default="ours-eager,ours-sdpa,marian-eager,marian-sdpa,bart-eager,bart-sdpa,nn")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long run on a tiny shape (CI)")
+    parser.add_argument("--fresh", action="store_true", help="time each model in its own fresh process per repetition")
+    parser.add_argument("--no_memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--plot", type=Path, default=None, help="write an SVG of the throughputs here")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one model in this process
+    parser.add_argument("--worker_mode", choices=["time", "memory"], default="time", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tiny:
         args.vocab_size, args.d_model, args.heads, args.ffn_dim, args.layers = 100, 32, 2, 64, 1
@@ -183,6 +190,14 @@ class Runner:
         self.train_inputs = make_inputs(args, args.train_batch, device)
         self.generate_inputs = make_inputs(args, args.generate_batch, device, seed=1)
 
+    def tasks(self) -> dict[str, Callable[[], None]]:
+        """The measured tasks this model can run: training, and `generate()` where the model has it."""
+        tasks = {"train": self.train_step}
+        if hasattr(self.model, "generate"):
+            tasks["greedy"] = partial(self.generate, 1)
+            tasks[f"beam{self.args.num_beams}"] = partial(self.generate, self.args.num_beams)
+        return tasks
+
     def train_step(self) -> None:
         self.model.train()
         out = self.model(**self.train_inputs)
@@ -190,9 +205,6 @@ class Runner:
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-
-    def can_generate(self) -> bool:
-        return hasattr(self.model, "generate")
 
     @torch.inference_mode()
     def generate(self, num_beams: int) -> None:
@@ -207,6 +219,15 @@ class Runner:
             early_stopping=False,
         )
         assert ids.shape[1] >= self.args.new_tokens, f"{self.name} stopped early: {ids.shape}"
+
+
+def task_tokens(args: argparse.Namespace) -> dict[str, int]:
+    """Tokens each task produces: target tokens for training, returned new tokens for generation."""
+    return {
+        "train": args.train_batch * args.target_length,
+        "greedy": args.generate_batch * args.new_tokens,
+        f"beam{args.num_beams}": args.generate_batch * args.new_tokens,
+    }
 
 
 def training_flops(args: argparse.Namespace) -> float:
@@ -229,19 +250,112 @@ def training_flops(args: argparse.Namespace) -> float:
 
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype, size: int = 1024, repeats: int = 20) -> float:
-    """The device's measured dense matmul rate at this dtype: the CPU's practical peak."""
+    """The device's measured dense matmul rate at this dtype: the CPU's practical peak. The best of three tries,
+    since a rate can only be disturbed downwards."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
-    seconds = timed(lambda: [a @ b for _ in range(repeats)], device)
+    seconds = min(timed(lambda: [a @ b for _ in range(repeats)], device) for _ in range(3))
     return 2 * size**3 * repeats / seconds / 1e12
 
 
-def peak_memory_mb(device: torch.device) -> float:
+# ---------------------------------------------------------------------------------------------------------------
+# Peak memory, one fresh process per model
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def resident_kib(field: str) -> int:
+    """VmRSS (resident now) or VmHWM (peak resident since the last reset) of this process, from /proc."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def task_peak_memory_mb(run: Callable[[], None], device: torch.device) -> float:
+    """Memory a task needs on top of what the process holds before it (weights, optimizer state, inputs).
+
+    GPU: torch's `max_memory_allocated` above the allocation before. CPU: torch keeps no allocator statistics
+    there, so the peak resident set size (VmHWM, whose mark Linux resets when "5" is written to
+    /proc/self/clear_refs) above the resident size before. The worker runs with a fixed glibc mmap threshold,
+    so a freed buffer goes back to the system at once and the resident size follows the live tensors; RSS also
+    counts what torch allocates outside its tensors (oneDNN scratch, Python objects), which is memory the task
+    really costs.
+    """
+    gc.collect()
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    before = resident_kib("VmRSS")
+    run()
+    return (resident_kib("VmHWM") - before) / 1024
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One model in a fresh process: warm up, then one timing (or peak memory) per task, as a JSON line."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    runner = Runner(args.worker, args, device)
+    tasks = runner.tasks()
+    for _ in range(max(args.warmup, 1)):  # the first call allocates optimizer state, caches, kernels
+        for run in tasks.values():
+            run()
+    if args.worker_mode == "memory":
+        result = {task: task_peak_memory_mb(run, device) for task, run in tasks.items()}
+    else:
+        result = {task: timed(run, device) for task, run in tasks.items()}
+    print("RESULT " + json.dumps(result))
+
+
+def run_worker(name: str, mode: str, args: argparse.Namespace) -> dict[str, float]:
+    environment = dict(os.environ)
+    if mode == "memory":
+        # Large buffers from mmap, returned to the system when freed: see `task_peak_memory_mb`.
+        environment |= {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
+    command = [sys.executable, __file__, *sys.argv[1:], "--worker", name, "--worker_mode", mode]
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{name} ({mode}) failed:\n{completed.stderr[-3000:]}")
+    line = next(line for line in reversed(completed.stdout.splitlines()) if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run: timings (alternating order, in one process or in fresh ones), memory, the table
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def time_in_one_process(names: list[str], args: argparse.Namespace, device: torch.device) -> dict:
+    runners = [Runner(name, args, device) for name in names]
+    seconds: dict[str, dict[str, list[float]]] = {}
+    for repetition in range(args.warmup + args.repetitions):
+        for task in task_tokens(args):
+            for runner in runners if repetition % 2 == 0 else reversed(runners):
+                run = runner.tasks().get(task)
+                if run is None:
+                    continue
+                elapsed = timed(run, device)
+                if repetition >= args.warmup:
+                    seconds.setdefault(task, {}).setdefault(runner.name, []).append(elapsed)
+            gc.collect()
+    return seconds
+
+
+def time_in_fresh_processes(names: list[str], args: argparse.Namespace) -> dict:
+    seconds: dict[str, dict[str, list[float]]] = {}
+    for repetition in range(args.repetitions):
+        for name in names if repetition % 2 == 0 else reversed(names):
+            for task, elapsed in run_worker(name, "time", args).items():
+                seconds.setdefault(task, {}).setdefault(name, []).append(elapsed)
+    return seconds
 
 
 def summarise(samples: list[float]) -> dict:
@@ -250,50 +364,55 @@ def summarise(samples: list[float]) -> dict:
 
 def main() -> None:
     args = parse_args()
-    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.worker:
+        worker(args)
+        return
+    device = torch.device(args.device)
     torch.manual_seed(0)
     names = args.models.split(",")
-    runners = [Runner(name, args, device) for name in names]
-
-    tasks = {"train": lambda r: r.train_step()}
-    tasks["greedy"] = lambda r: r.generate(1)
-    tasks[f"beam{args.num_beams}"] = lambda r: r.generate(args.num_beams)
-    tokens = {
-        "train": args.train_batch * args.target_length,
-        "greedy": args.generate_batch * args.new_tokens,
-        f"beam{args.num_beams}": args.generate_batch * args.new_tokens,
-    }
-    seconds: dict[str, dict[str, list[float]]] = {task: {r.name: [] for r in runners} for task in tasks}
-    for repetition in range(args.warmup + args.repetitions):
-        for task, run in tasks.items():
-            for runner in runners if repetition % 2 == 0 else reversed(runners):
-                if task != "train" and not runner.can_generate():
-                    continue
-                elapsed = timed(partial(run, runner), device)
-                if repetition >= args.warmup:
-                    seconds[task][runner.name].append(elapsed)
-            gc.collect()
+    started = time.time()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
     dtype = DTYPES[args.dtype]
-    peak = args.peak_tflops if args.peak_tflops else matmul_tflops(device, dtype)
+    # The matmul rate before and after the timings, the higher: a rate taken while other load ran is too low.
+    measured_before = matmul_tflops(device, dtype) if not args.peak_tflops else None
+    if args.fresh:
+        seconds = time_in_fresh_processes(names, args)
+    else:
+        seconds = time_in_one_process(names, args, device)
+    memory = {name: run_worker(name, "memory", args) for name in names} if not args.no_memory else {}
+
+    peak = args.peak_tflops if args.peak_tflops else max(measured_before, matmul_tflops(device, dtype))
     flops = training_flops(args)
-    results = {"args": vars(args) | {"json": str(args.json)}, "peak_tflops": peak, "device": device_name(device)}
-    results["models"] = {}
-    for runner in runners:
-        entry = {"parameters": runner.parameters}
-        for task in tasks:
-            samples = seconds[task][runner.name]
+    tokens = task_tokens(args)
+    results = {
+        "args": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+        "command": " ".join(["python", *sys.argv]),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "peak_tflops": peak,
+        "load_average": {"before": load_before, "after": os.getloadavg()[0] if load_before is not None else None},
+        "wall_seconds": time.time() - started,
+        "models": {},
+    }
+    for name in names:
+        entry = {}
+        for task in tokens:
+            samples = seconds.get(task, {}).get(name)
             if samples:
-                rates = [tokens[task] / s for s in samples]
-                entry[task] = summarise(rates)
-        entry["train_mfu"] = flops / statistics.median(seconds["train"][runner.name]) / 1e12 / peak
-        results["models"][runner.name] = entry
-    results["peak_memory_mb_process"] = peak_memory_mb(device)
-    print_table(results, tasks)
+                entry[task] = summarise([tokens[task] / s for s in samples])
+        entry["train_mfu"] = flops / statistics.median(seconds["train"][name]) / 1e12 / peak
+        if name in memory:
+            entry["peak_memory_mb"] = memory[name]
+        results["models"][name] = entry
+    results["ratios"] = ratios(results["models"], list(tokens))
+    print_table(results, list(tokens))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    if args.plot:
+        args.plot.write_text(svg_plot(results, list(tokens)))
 
 
 def device_name(device: torch.device) -> str:
@@ -302,28 +421,90 @@ def device_name(device: torch.device) -> str:
     return f"CPU, {torch.get_num_threads()} threads"
 
 
-def print_table(results: dict, tasks: dict) -> None:
-    models = results["models"]
+def ratios(models: dict, tasks: list[str]) -> dict:
+    """Each of our variants against the best of Marian/BART: throughput over the highest, memory over the lowest."""
     baselines = [name for name in models if name.startswith(("marian", "bart"))]
+    result = {}
+    for ours in (name for name in models if name.startswith("ours") and baselines):
+        entry = {}
+        for task in tasks:
+            rates = [models[b][task]["median"] for b in baselines if task in models[b]]
+            if rates and task in models[ours]:
+                entry[task] = models[ours][task]["median"] / max(rates)
+            memories = [models[b]["peak_memory_mb"][task] for b in baselines if "peak_memory_mb" in models[b]]
+            if memories and min(memories) > 0 and "peak_memory_mb" in models[ours]:
+                entry[f"{task}_memory"] = models[ours]["peak_memory_mb"][task] / min(memories)
+        result[ours] = entry
+    return result
+
+
+def print_table(results: dict, tasks: list[str]) -> None:
+    models = results["models"]
     print(f"device: {results['device']}; matmul peak used for MFU: {results['peak_tflops'] * 1000:.1f} GFLOP/s")
-    header = f"{'model':<14}" + "".join(f"{task + ' tok/s (min-max)':>30}" for task in tasks) + f"{'train MFU':>11}"
+    print(f"load average before/after: {results['load_average']['before']}/{results['load_average']['after']}")
+    header = f"{'model':<14}" + "".join(f"{task + ' tok/s (min-max)':>27}" for task in tasks) + f"{'train MFU':>10}"
+    header += "".join(f"{task + ' MB':>11}" for task in tasks)
     print(header)
     for name, entry in models.items():
         cells = []
         for task in tasks:
             if task in entry:
                 s = entry[task]
-                cells.append(f"{s['median']:>10.0f} ({s['min']:.0f}-{s['max']:.0f})".rjust(30))
+                cells.append(f"{s['median']:.0f} ({s['min']:.0f}-{s['max']:.0f})".rjust(27))
             else:
-                cells.append("—".rjust(30))
-        print(f"{name:<14}" + "".join(cells) + f"{entry['train_mfu']:>10.1%}")
-    if baselines:
-        for ours in (name for name in models if name.startswith("ours")):
-            ratios = []
-            for task in tasks:
-                best = max(models[b][task]["median"] for b in baselines if task in models[b])
-                ratios.append(f"{task} {models[ours][task]['median'] / best:.2f}x")
-            print(f"{ours} vs best of Marian/BART: " + ", ".join(ratios))
+                cells.append("—".rjust(27))
+        cells.append(f"{entry['train_mfu']:>10.1%}")
+        memory = entry.get("peak_memory_mb", {})
+        cells += [(f"{memory[task]:.0f}" if task in memory else "—").rjust(11) for task in tasks]
+        print(f"{name:<14}" + "".join(cells))
+    for ours, entry in results["ratios"].items():
+        print(f"{ours} vs best of Marian/BART: " + ", ".join(f"{key} {value:.2f}x" for key, value in entry.items()))
+
+
+def svg_plot(results: dict, tasks: list[str]) -> str:
+    """Throughput bars (median, with a min-max whisker), one panel per task: a small SVG, no plotting library."""
+    models = results["models"]
+    names = list(models)
+    label_width, panel_width, gap, bar_height, row, top = 100, 250, 30, 16, 22, 52
+    width = label_width + len(tasks) * (panel_width + gap)
+    height = top + len(names) * row + 16
+    colors = {"ours": "#d62728", "marian": "#1f77b4", "bart": "#2ca02c", "nn": "#7f7f7f"}
+    args = results["args"]
+    subtitle = (
+        f"{results['device']}, {args['dtype']}; d_model {args['d_model']}, {args['layers']}+{args['layers']} layers, "
+        f"vocab {args['vocab_size']}; medians of {args['repetitions']}, whiskers min-max"
+    )
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        'font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        '<text x="8" y="16" font-size="13" font-weight="bold">Tokens per second (higher is better)</text>',
+        f'<text x="8" y="31" fill="#555">{subtitle}</text>',
+    ]
+    for i, name in enumerate(names):
+        y = top + i * row + bar_height - 4
+        parts.append(f'<text x="{label_width - 6}" y="{y}" text-anchor="end">{name}</text>')
+    for j, task in enumerate(tasks):
+        x0 = label_width + j * (panel_width + gap)
+        highest = max(entry[task]["max"] for entry in models.values() if task in entry)
+        scale = (panel_width - 40) / highest
+        parts.append(f'<text x="{x0}" y="{top - 6}" font-weight="bold">{task}</text>')
+        parts.append(f'<line x1="{x0}" y1="{top - 2}" x2="{x0}" y2="{height - 12}" stroke="#999"/>')
+        for i, name in enumerate(names):
+            if task not in models[name]:
+                continue
+            s, y = models[name][task], top + i * row
+            color = colors.get(name.partition("-")[0], "#7f7f7f")
+            middle = y + bar_height / 2
+            parts += [
+                f'<rect x="{x0}" y="{y}" width="{s["median"] * scale:.1f}" height="{bar_height}" fill="{color}" '
+                'fill-opacity="0.8"/>',
+                f'<line x1="{x0 + s["min"] * scale:.1f}" y1="{middle}" x2="{x0 + s["max"] * scale:.1f}" '
+                f'y2="{middle}" stroke="black"/>',
+                f'<text x="{x0 + s["max"] * scale + 4:.1f}" y="{y + bar_height - 4}">{s["median"]:.0f}</text>',
+            ]
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
 
 
 if __name__ == "__main__":

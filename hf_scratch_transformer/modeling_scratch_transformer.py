@@ -57,8 +57,14 @@ def builds_own_masks(config: ScratchTransformerConfig, output_attentions: bool) 
     return output_attentions or config._attn_implementation in (None, "eager", "sdpa")
 
 
-def padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, S) with 1 for tokens and 0 for padding -> additive (B, 1, 1, S), broadcast over heads and queries."""
+def padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, S) with 1 for tokens and 0 for padding -> additive (B, 1, 1, S), broadcast over heads and queries.
+
+    None when nothing is padding: adding zeros changes nothing, and without a mask each decoding step skips
+    building one and SDPA takes its unmasked path. (Under `torch.compile` the mask is always built: the check would
+    make the graph depend on the data.)"""
+    if attention_mask is None or (not torch.compiler.is_compiling() and bool(attention_mask.all())):
+        return None
     return additive_mask(attention_mask[:, None, None, :].bool(), dtype)
 
 
@@ -481,7 +487,7 @@ class ScratchTransformerEncoder(nn.Module):
         hidden_states = F.dropout(inputs_embeds + positions, p=self.config.dropout, training=self.training)
 
         if builds_own_masks(self.config, output_attentions):
-            mask = padding_mask(attention_mask, inputs_embeds.dtype) if attention_mask is not None else None
+            mask = padding_mask(attention_mask, inputs_embeds.dtype)
         else:
             mask = create_bidirectional_mask(self.config, inputs_embeds, attention_mask)
 
@@ -551,7 +557,7 @@ class ScratchTransformerDecoder(nn.Module):
             self_mask = None
         else:
             self_mask = causal_padding_mask(target_length, past_length, attention_mask, dtype, inputs_embeds.device)
-        cross_mask = padding_mask(encoder_attention_mask, dtype) if encoder_attention_mask is not None else None
+        cross_mask = padding_mask(encoder_attention_mask, dtype)
         return self_mask, cross_mask
 
     def forward(
@@ -804,6 +810,40 @@ class ScratchTransformerModel(ScratchTransformerPreTrainedModel):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class LabelSmoothedCrossEntropy(torch.autograd.Function):
+    """Token-level cross-entropy with label smoothing, summed over the labels that are not -100: the value and
+    gradient of `F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum", label_smoothing=eps)`, in less
+    memory. That one keeps the log-probabilities (N, V) for its backward, whose two steps each build another
+    (N, V) tensor: at vocabulary width, the largest tensors of a training step. The gradient is known in closed form,
+    softmax(logits) - q, with q the smoothed target distribution (1 - eps on the label, plus eps / V everywhere), so
+    the forward keeps one log-sum-exp per position and the backward writes that one (N, V) gradient in place."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+        """logits (N, V), labels (N,) -> the summed loss, a scalar."""
+        kept = labels != -100
+        targets = labels.masked_fill(~kept, 0)
+        log_normaliser = torch.logsumexp(logits, dim=-1)  # (N,): log p_v = logit_v - log_normaliser
+        target_logits = logits.gather(1, targets[:, None]).squeeze(1)  # (N,)
+        losses = (1.0 - smoothing) * (log_normaliser - target_logits)  # -log p_label
+        if smoothing:
+            losses = losses + smoothing * (log_normaliser - logits.mean(dim=-1))  # -mean_v log p_v: vs uniform
+        ctx.save_for_backward(logits, targets, kept, log_normaliser)  # `logits` is the model's output: no copy
+        ctx.smoothing = smoothing
+        return (losses * kept).sum()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        logits, targets, kept, log_normaliser = ctx.saved_tensors
+        smoothing = ctx.smoothing
+        grad = (logits - log_normaliser[:, None]).exp_()  # softmax(logits), (N, V)
+        grad.scatter_add_(1, targets[:, None], torch.full_like(log_normaliser[:, None], smoothing - 1.0))
+        if smoothing:
+            grad.sub_(smoothing / logits.shape[-1])
+        grad.mul_((grad_output * kept)[:, None])  # ignored positions get no gradient
+        return grad, None, None
+
+
 class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedModel, GenerationMixin):
     """The encoder-decoder with its output projection to the vocabulary, tied to the shared embedding
     (section 3.4): translation, summarisation, denoising. `AutoModelForSeq2SeqLM` builds this class, and
@@ -849,6 +889,15 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
         """Used by `DataCollatorForSeq2Seq` to build `decoder_input_ids` in the data loader."""
         return shift_tokens_right(labels, self.config.pad_token_id, self._decoder_start_token_id())
 
+    @staticmethod
+    def _reorder_cache(past_key_values: EncoderDecoderCache, beam_idx: torch.Tensor) -> EncoderDecoderCache:
+        """Beam search, between steps: the self-attention keys and values follow the beams that were kept. The
+        cross-attention ones stay where they are: `beam_idx` only moves beams within their own source, whose beams
+        all hold the same encoder output, so reordering them (what `generate()` does without this method) would
+        copy every layer's cross-attention keys and values each step without changing a number."""
+        past_key_values.self_attention_cache.reorder_cache(beam_idx)
+        return past_key_values
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -865,8 +914,11 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        logits_to_keep: int = 0,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
+        if labels is not None and logits_to_keep:
+            raise ValueError("The loss needs the logits of every target position: no `logits_to_keep` with labels.")
         if labels is not None:
             check_token_ids("labels", labels, self.config.vocab_size, allow_ignore_index=True)
             use_cache = False  # teacher forcing sees the whole target at once: there is nothing to cache
@@ -886,16 +938,19 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V)
+        hidden_states = outputs.last_hidden_state
+        if logits_to_keep:
+            # `generate()` asks for the last position only (0 keeps all): with a decoder prompt of several tokens,
+            # the first step would otherwise project every prompt position to the vocabulary and drop all but one.
+            hidden_states = hidden_states[:, -logits_to_keep:]  # (B, logits_to_keep, E)
+        logits = self.lm_head(hidden_states)  # (B, T, V)
 
         loss = None
         if labels is not None:
-            summed = F.cross_entropy(
+            summed = LabelSmoothedCrossEntropy.apply(
                 logits.float().view(-1, logits.shape[-1]),  # float32: a half-precision log-softmax loses the loss
                 labels.view(-1),
-                ignore_index=-100,
-                reduction="sum",
-                label_smoothing=self.config.label_smoothing,
+                self.config.label_smoothing,
             )
             num_items = num_items_in_batch if num_items_in_batch is not None else (labels != -100).sum()
             loss = summed / torch.as_tensor(num_items, device=summed.device).clamp(min=1)

@@ -678,3 +678,65 @@ def test_learned_positions_refuse_to_generate_past_their_table():
     assert out.shape == (2, 12)
     with pytest.raises(ValueError, match="max_position_embeddings"):
         model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=13, min_new_tokens=13)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 9. Fast paths: the same numbers, less work
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def test_logits_to_keep_gives_the_last_positions_of_the_full_logits():
+    model = make_model("sdpa")
+    input_ids, attention_mask, labels = random_batch()
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)
+    full = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+    for keep in (1, 3):
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+        kept = model(**inputs, logits_to_keep=keep).logits
+        assert kept.shape == (3, keep, VOCAB_SIZE)
+        torch.testing.assert_close(kept, full[:, -keep:])
+    with pytest.raises(ValueError, match="every target position"):
+        model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, logits_to_keep=1)
+
+
+def test_generate_from_a_decoder_prompt_asks_only_for_the_last_logits():
+    """`generate()` passes `logits_to_keep=1`: with a prompt of several decoder tokens, the first step projects
+    only the last position to the vocabulary, and picks the token the full logits pick."""
+    model = make_model("sdpa")
+    input_ids, attention_mask, labels = random_batch()
+    prompt = model.prepare_decoder_input_ids_from_labels(labels)[:, :4]
+    shapes = []
+    handle = model.lm_head.register_forward_hook(lambda module, args, output: shapes.append(tuple(output.shape)))
+    with torch.no_grad():
+        try:
+            out = model.generate(
+                input_ids, attention_mask=attention_mask, decoder_input_ids=prompt, max_new_tokens=3, min_new_tokens=3
+            )
+        finally:
+            handle.remove()
+        full = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=prompt).logits
+    assert shapes[0] == (3, 1, VOCAB_SIZE)
+    assert torch.equal(out[:, :4], prompt)
+    assert torch.equal(out[:, 4], full[:, -1].argmax(-1))
+
+
+def test_beam_reordering_moves_self_attention_keys_and_leaves_cross_attention_ones():
+    """Between beam-search steps, only the self-attention cache follows the kept beams: the cross-attention keys
+    and values of all beams of one source are equal, so moving them would copy without changing anything."""
+    model = make_model("sdpa")
+    self_cache, cross_cache = DynamicCache(), DynamicCache()
+    for layer in range(2):
+        self_cache.update(torch.randn(4, 4, 3, 4), torch.randn(4, 4, 3, 4), layer)
+        cross = torch.randn(2, 4, 5, 4).repeat_interleave(2, dim=0)  # 2 sources x 2 beams, beams equal
+        cross_cache.update(cross, cross.clone(), layer)
+    cache = EncoderDecoderCache(self_cache, cross_cache)
+    self_before = [layer.keys.clone() for layer in self_cache.layers]
+    cross_before = [layer.keys for layer in cross_cache.layers]
+    beam_idx = torch.tensor([1, 1, 2, 3])  # beams stay within their source
+    assert model._reorder_cache(cache, beam_idx) is cache
+    for layer, before in zip(self_cache.layers, self_before, strict=True):
+        assert torch.equal(layer.keys, before[beam_idx])
+    for layer, before in zip(cross_cache.layers, cross_before, strict=True):
+        assert layer.keys is before  # not copied
+        assert torch.equal(layer.keys[beam_idx], before)  # and reordering would not have changed it

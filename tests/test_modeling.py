@@ -128,6 +128,23 @@ def test_eager_and_sdpa_agree(position_embedding, normalize_before):
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 @torch.no_grad()
+def test_mask_without_padding_equals_no_mask(attn_implementation):
+    """A mask of all ones builds no additive mask at all (the fast path of every decoding step): the same outputs as
+    a mask the model does build, for a batch where only the other rows have padding."""
+    model = ScratchTransformerForConditionalGeneration._from_config(
+        tiny_config(), attn_implementation=attn_implementation
+    ).eval()
+    inputs = seq2seq_inputs()
+    assert not bool(inputs["attention_mask"].all()) and bool(inputs["attention_mask"][0].all())
+    batch = model(**inputs).logits
+    first = {name: tensor[:1] for name, tensor in inputs.items()}
+    without_mask = {name: tensor for name, tensor in first.items() if name != "attention_mask"}
+    torch.testing.assert_close(model(**first).logits, batch[:1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(model(**without_mask).logits, batch[:1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@torch.no_grad()
 def test_padded_source_tokens_change_nothing(attn_implementation):
     model = ScratchTransformerForConditionalGeneration._from_config(
         tiny_config(), attn_implementation=attn_implementation

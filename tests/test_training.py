@@ -94,6 +94,23 @@ def test_label_smoothed_loss_matches_reference_formula(eps):
         assert abs(output.loss.item() - plain.item()) < 1e-6
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_loss_gradient_matches_torch_cross_entropy(eps):
+    """The loss computes its own gradient (to keep fewer vocabulary-wide tensors): it must be the one autograd gets
+    through `F.cross_entropy`, for every weight, with ignored labels and label smoothing."""
+    model = ScratchTransformerForConditionalGeneration(tiny_config(label_smoothing=eps)).eval()
+    input_ids, attention_mask, labels = padded_labels_batch()
+    output = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    ours = torch.autograd.grad(output.loss, list(model.parameters()), retain_graph=True)
+    count = (labels != -100).sum()
+    reference = F.cross_entropy(
+        output.logits.reshape(-1, VOCAB_SIZE), labels.reshape(-1), reduction="sum", label_smoothing=eps
+    )
+    expected = torch.autograd.grad(reference / count, list(model.parameters()))
+    for (name, _), got, want in zip(model.named_parameters(), ours, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5, msg=name)
+
+
 def test_label_smoothing_changes_the_loss():
     """The two references above differ, so the config value is really read (a loss ignoring it would fail one)."""
     input_ids, attention_mask, labels = padded_labels_batch()
