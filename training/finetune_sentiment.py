@@ -32,6 +32,7 @@ from script_utils import (
     require_columns,
     save_results,
     start_run,
+    tokenize_splits,
 )
 from transformers import (
     AutoModelForSequenceClassification,
@@ -119,14 +120,7 @@ def main() -> None:
         encoded["labels"] = [label_id(label) for label in batch[task_args.label_column]]
         return encoded
 
-    with training_args.main_process_first(desc="tokenizing"):
-        tokenized = raw.map(
-            preprocess,
-            batched=True,
-            remove_columns=raw["train"].column_names,
-            num_proc=data_args.preprocessing_num_workers,
-            desc="Tokenizing",
-        )
+    tokenized = tokenize_splits(raw, preprocess, data_args, training_args)
 
     # 3. Metrics: accuracy and F1 (binary for two classes, macro otherwise).
     metric = load_metric("accuracy_f1")

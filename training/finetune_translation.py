@@ -57,6 +57,7 @@ from script_utils import (
     require_columns,
     save_results,
     start_run,
+    tokenize_splits,
 )
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import (
@@ -245,14 +246,7 @@ def main() -> None:
             "labels": labels.input_ids,
         }
 
-    with training_args.main_process_first(desc="tokenizing"):
-        tokenized = raw.map(
-            preprocess,
-            batched=True,
-            remove_columns=raw["train"].column_names,
-            num_proc=data_args.preprocessing_num_workers,
-            desc="Tokenizing",
-        )
+    tokenized = tokenize_splits(raw, preprocess, data_args, training_args)
 
     # 3. Metrics of generated text: sacreBLEU and chrF of the detokenized strings, and the generated length.
     metric = load_metric("sacrebleu_chrf")

@@ -149,6 +149,19 @@ def load_raw_datasets(data_args: DataArguments) -> datasets.DatasetDict:
     return raw
 
 
+def tokenize_splits(raw: datasets.DatasetDict, preprocess, data_args: DataArguments, training_args):
+    """Every split through the batched `preprocess`, keeping only the columns it makes. The main process goes
+    first and the others read its cache, so that N processes do not tokenize N times."""
+    with training_args.main_process_first(desc="tokenizing"):
+        return raw.map(
+            preprocess,
+            batched=True,
+            remove_columns=raw["train"].column_names,
+            num_proc=data_args.preprocessing_num_workers,
+            desc="Tokenizing",
+        )
+
+
 def require_columns(dataset: datasets.Dataset, columns: list[str], flag_hint: str) -> None:
     missing = [column for column in columns if column not in dataset.column_names]
     if missing:
