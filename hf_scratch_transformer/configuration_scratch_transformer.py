@@ -40,7 +40,10 @@ class ScratchTransformerConfig(PreTrainedConfig):
             sum of embeddings and positions.
         attention_dropout (`float`, defaults to 0.0): dropout on the attention weights.
         activation_dropout (`float`, defaults to 0.0): dropout after the feed-forward's activation.
-        label_smoothing (`float`, defaults to 0.1): label smoothing of the model's own loss (epsilon_ls).
+        label_smoothing (`float`, defaults to 0.0): label smoothing of the model's own loss (epsilon_ls). The
+            paper trains with 0.1; the default is plain cross-entropy, as every Hugging Face model returns, so that
+            exp(loss) is the perplexity. The training recipes set 0.1 (`--config_overrides label_smoothing=0.1`,
+            or `--label_smoothing 0.1` on a checkpoint).
         max_position_embeddings (`int`, defaults to 512): longest sequence for learned positions, and the
             length of the precomputed sinusoidal table (sinusoidal positions extend past it on demand).
         position_embedding (`str`, defaults to `"sinusoidal"`): `"sinusoidal"` (the paper) or `"learned"`.
@@ -53,7 +56,8 @@ class ScratchTransformerConfig(PreTrainedConfig):
         pad_token_id / bos_token_id / eos_token_id (`int`, default to 0 / 1 / 2): special token ids, in the
             order that `training/train_tokenizer.py` gives them.
         decoder_start_token_id (`int`, defaults to 1): the first decoder input; `<s>`.
-        tie_word_embeddings (`bool`, defaults to `True`): share the embedding with the output projection.
+        tie_word_embeddings (`bool`, defaults to `True`): share the embedding with the output projection. The
+            encoder and the decoder share their embedding whatever this says (one vocabulary for both languages).
         use_cache (`bool`, defaults to `True`): keep keys and values between generation steps.
 
     Example:
@@ -90,7 +94,9 @@ class ScratchTransformerConfig(PreTrainedConfig):
     dropout: float | int = 0.1  # P_drop = 0.1 for the base model
     attention_dropout: float | int = 0.0  # the paper drops sub-layer outputs only, not attention weights
     activation_dropout: float | int = 0.0
-    label_smoothing: float | int = 0.1  # epsilon_ls = 0.1: "hurts perplexity, but improves accuracy and BLEU"
+    # The paper's epsilon_ls = 0.1 "hurts perplexity, but improves accuracy and BLEU": the recipes set it. The default
+    # is the plain cross-entropy every Hugging Face model's loss is, so that exp(loss) is the perplexity.
+    label_smoothing: float | int = 0.0
 
     # -- positions and embeddings --------------------------------------------------------------------------
     max_position_embeddings: int = 512  # the paper sets no limit; 512 covers sentence-level translation

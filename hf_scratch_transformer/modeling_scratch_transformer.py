@@ -7,9 +7,11 @@ The file reads in forward order, as the paper does:
 3. the position-wise feed-forward network, `fc1` then `fc2`                     (section 3.3)
 4. sinusoidal or learned positions                                              (section 3.5)
 5. the encoder layer and the decoder layer                                      (section 3.1)
-6. the encoder and the decoder stacks
-7. the pretrained base class (initialisation), the bare encoder-decoder model
-8. the heads: language modelling (translation, `generate()`) and sequence classification
+6. the pretrained base class: initialisation, loading, the shared embedding (as in Marian's file, before the stacks,
+   which are pretrained models of their own)
+7. the encoder and the decoder stacks
+8. the bare encoder-decoder model
+9. the heads: language modelling (translation, `generate()`) and sequence classification
 
 Shapes use B = batch, T = target (query) length, S = source (key) length, H = heads, D = head dimension,
 E = d_model, V = vocabulary.
@@ -37,8 +39,11 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import logging
 
 from .configuration_scratch_transformer import ScratchTransformerConfig
+
+logger = logging.get_logger(__name__)
 
 # ---------------------------------------------------------------------------------------------------------------
 # 1. Masks and scaled dot-product attention
@@ -406,7 +411,115 @@ class ScratchTransformerDecoderLayer(ScratchTransformerLayer):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 6. Encoder and decoder stacks
+# 6. The pretrained base class: initialisation, loading, tying
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class ScratchTransformerPreTrainedModel(PreTrainedModel):
+    """Initialisation, and what `from_pretrained` needs to know about the model.
+
+    Initialisation (the paper does not state its own): linear layers N(0, init_std) with zero biases, the
+    BART/Marian convention; token embeddings N(0, d_model^-1/2) when `scale_embedding`, so that after the
+    sqrt(d_model) scale they have unit variance, the scale of the sinusoids they are added to (as fairseq
+    does), else N(0, init_std); the padding row zero; LayerNorm weight 1, bias 0; sinusoidal tables recomputed.
+    `from_pretrained` runs this for weights a checkpoint lacks, and for the sinusoidal buffers it never holds.
+    """
+
+    config_class = ScratchTransformerConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ScratchTransformerEncoderLayer", "ScratchTransformerDecoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = False
+    # The encoder and the decoder read the one embedding of the paper's shared source and target vocabulary: these
+    # ties (also listed in `_tied_weights_keys`, where transformers looks when saving) hold whatever
+    # `tie_word_embeddings` says. See `get_expanded_tied_weights_keys`.
+    _shared_vocabulary_keys: dict[str, str] = {}
+
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        """transformers ties what `_tied_weights_keys` declares only when `tie_word_embeddings` is set (BART unties
+        all three of its embeddings without it). Here that flag decides the output projection alone, as it always
+        has for this model and the checkpoints saved with it: the encoder and the decoder keep reading `shared`."""
+        ties = super().get_expanded_tied_weights_keys(all_submodels)
+        return ties if all_submodels else {**self._shared_vocabulary_keys, **ties}
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with messages that say why a checkpoint does not fit its config. The
+        behaviour stays transformers' own, so that code written for Marian or BART works unchanged:
+
+        - weights of another shape raise transformers' `RuntimeError`, here naming each weight with both shapes
+          (unless `ignore_mismatched_sizes=True` re-initialises them on purpose);
+        - layers the config has and the checkpoint lacks are initialised anew, and layers the checkpoint has and
+          the config lacks are dropped: both are listed in the loading info, and a warning says which layers and
+          how to restore the config (dropping layers can be meant: a smaller student starts from a larger model).
+        """
+        return_loading_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            # Load again, tolerating the mismatch, only to learn which weights did not fit.
+            _, loading_info = super().from_pretrained(
+                *args, output_loading_info=True, **{**kwargs, "ignore_mismatched_sizes": True}
+            )
+            mismatched = "; ".join(
+                f"{key}: checkpoint {tuple(saved)}, config {tuple(expected)}"
+                for key, saved, expected in loading_info["mismatched_keys"]
+            )
+            raise RuntimeError(
+                f"The checkpoint's weights do not fit its config ({mismatched}). The config.json was edited or "
+                "belongs to another checkpoint: restore the config that was saved with these weights, or pass "
+                "ignore_mismatched_sizes=True to re-initialise those weights on purpose."
+            ) from error
+        for kind, where in (("missing_keys", "missing from the checkpoint"), ("unexpected_keys", "not in the model")):
+            layer_keys = sorted(key for key in loading_info[kind] if ".layers." in key)
+            if layer_keys:
+                logger.warning(
+                    f"The checkpoint and the config disagree on the number of layers: {len(layer_keys)} layer "
+                    f"weights, e.g. {layer_keys[:2]}, are {where}, so those layers are "
+                    f"{'new and random' if kind == 'missing_keys' else 'dropped'}. If that is not meant, restore the "
+                    "`encoder_layers` / `decoder_layers` the checkpoint was saved with."
+                )
+        return (model, loading_info) if return_loading_info else model
+
+    def _decoder_start_token_id(self) -> int:
+        start = self.config.decoder_start_token_id
+        start = start if start is not None else self.config.bos_token_id
+        if start is None:
+            raise ValueError(
+                "No `decoder_input_ids` were given, and the config has neither `decoder_start_token_id` nor "
+                "`bos_token_id`, so they cannot be made by shifting the labels (or the inputs) right. Set "
+                "`model.config.decoder_start_token_id` (usually the id of '<s>'), or pass `decoder_input_ids`."
+            )
+        return start
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.init_std
+        if isinstance(module, ScratchTransformerSinusoidalPositions):
+            init.copy_(module.table, sinusoidal_table(*module.table.shape))
+        elif isinstance(module, ScratchTransformerLearnedPositions):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Embedding):
+            embedding_std = self.config.d_model**-0.5 if self.config.scale_embedding else std
+            init.normal_(module.weight, mean=0.0, std=embedding_std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 7. Encoder and decoder stacks
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -452,18 +565,28 @@ def embed(
     return inputs_embeds * embed_scale
 
 
-class ScratchTransformerEncoder(nn.Module):
+class ScratchTransformerEncoder(ScratchTransformerPreTrainedModel):
     """Embeddings plus positions, then `encoder_layers` encoder layers (and a final LayerNorm in pre-LN, whose
-    residual stream is otherwise never normalised)."""
+    residual stream is otherwise never normalised).
 
-    def __init__(self, config: ScratchTransformerConfig, embed_tokens: nn.Embedding):
-        super().__init__()
-        self.config = config
-        self.embed_tokens = embed_tokens
+    Each stack is a pretrained model of its own, as Marian's and BART's are: its embedding module is its own, tied
+    to the model's `shared` one by `_tied_weights_keys`, and transformers finds it through `get_input_embeddings`
+    (`enable_input_require_grads`, which gradient checkpointing with frozen embeddings needs, hooks it there)."""
+
+    def __init__(self, config: ScratchTransformerConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
         self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
         self.embed_positions = make_positions(config)
         self.layers = nn.ModuleList([ScratchTransformerEncoderLayer(config) for _ in range(config.encoder_layers)])
         self.layer_norm = nn.LayerNorm(config.d_model) if config.normalize_before else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
 
     def forward(
         self,
@@ -510,20 +633,26 @@ class ScratchTransformerEncoder(nn.Module):
         return output if return_dict is not False else output.to_tuple()
 
 
-class ScratchTransformerDecoder(nn.Module):
+class ScratchTransformerDecoder(ScratchTransformerPreTrainedModel):
     """Embeddings plus positions, then `decoder_layers` decoder layers, each attending to the encoder output.
     While generating it feeds only the newest token and keeps the earlier ones in `past_key_values`."""
 
-    def __init__(self, config: ScratchTransformerConfig, embed_tokens: nn.Embedding):
-        super().__init__()
-        self.config = config
-        self.embed_tokens = embed_tokens
+    def __init__(self, config: ScratchTransformerConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
         self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
         self.embed_positions = make_positions(config)
         self.layers = nn.ModuleList(
             [ScratchTransformerDecoderLayer(config, layer_idx=i) for i in range(config.decoder_layers)]
         )
         self.layer_norm = nn.LayerNorm(config.d_model) if config.normalize_before else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
 
     def _masks(
         self,
@@ -637,85 +766,8 @@ class ScratchTransformerDecoder(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 7. Pretrained base class and the bare encoder-decoder
+# 8. The bare encoder-decoder
 # ---------------------------------------------------------------------------------------------------------------
-
-
-class ScratchTransformerPreTrainedModel(PreTrainedModel):
-    """Initialisation, and what `from_pretrained` needs to know about the model.
-
-    Initialisation (the paper does not state its own): linear layers N(0, init_std) with zero biases, the
-    BART/Marian convention; token embeddings N(0, d_model^-1/2) when `scale_embedding`, so that after the
-    sqrt(d_model) scale they have unit variance, the scale of the sinusoids they are added to (as fairseq
-    does), else N(0, init_std); the padding row zero; LayerNorm weight 1, bias 0; sinusoidal tables recomputed.
-    `from_pretrained` runs this for weights a checkpoint lacks, and for the sinusoidal buffers it never holds.
-    """
-
-    config_class = ScratchTransformerConfig
-    base_model_prefix = "model"
-    main_input_name = "input_ids"
-    supports_gradient_checkpointing = True
-    _no_split_modules = ["ScratchTransformerEncoderLayer", "ScratchTransformerDecoderLayer"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = False
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, with a clear error when the checkpoint's weights do not fit its config:
-        weights of another shape (by default `transformers` only logs which ones), or layers the config has and
-        the checkpoint lacks, or the reverse (by default silently random, or silently dropped)."""
-        return_loading_info = kwargs.pop("output_loading_info", False)
-        try:
-            model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        except RuntimeError as error:
-            if "ignore_mismatched_sizes" not in str(error):
-                raise
-            # Load again, tolerating the mismatch, only to learn which weights did not fit.
-            _, loading_info = super().from_pretrained(
-                *args, output_loading_info=True, **{**kwargs, "ignore_mismatched_sizes": True}
-            )
-            mismatched = "; ".join(
-                f"{key}: checkpoint {tuple(saved)}, config {tuple(expected)}"
-                for key, saved, expected in loading_info["mismatched_keys"]
-            )
-            raise ValueError(
-                f"The checkpoint's weights do not fit its config ({mismatched}). The config.json was edited or "
-                "belongs to another checkpoint: restore the config that was saved with these weights, or pass "
-                "ignore_mismatched_sizes=True to re-initialise those weights on purpose."
-            ) from error
-        layer_keys = sorted(
-            key for key in loading_info["missing_keys"] | loading_info["unexpected_keys"] if ".layers." in key
-        )
-        if layer_keys:
-            where = (
-                "missing from the checkpoint" if layer_keys[0] in loading_info["missing_keys"] else "not in the model"
-            )
-            raise ValueError(
-                f"The checkpoint and its config disagree on the number of layers: {layer_keys[:4]} are {where}. "
-                "Restore the `encoder_layers` / `decoder_layers` the checkpoint was saved with."
-            )
-        return (model, loading_info) if return_loading_info else model
-
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.init_std
-        if isinstance(module, ScratchTransformerSinusoidalPositions):
-            init.copy_(module.table, sinusoidal_table(*module.table.shape))
-        elif isinstance(module, ScratchTransformerLearnedPositions):
-            init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, nn.Embedding):
-            embedding_std = self.config.d_model**-0.5 if self.config.scale_embedding else std
-            init.normal_(module.weight, mean=0.0, std=embedding_std)
-            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
-                init.zeros_(module.weight[module.padding_idx])
-        elif isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
 
 
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
@@ -731,16 +783,17 @@ class ScratchTransformerModel(ScratchTransformerPreTrainedModel):
     """The bare encoder-decoder: one token embedding shared by encoder and decoder (the paper's shared source and
     target vocabulary), returning the decoder's last hidden states. `AutoModel` builds this class."""
 
-    _tied_weights_keys = {
+    _shared_vocabulary_keys = {
         "encoder.embed_tokens.weight": "shared.weight",
         "decoder.embed_tokens.weight": "shared.weight",
     }
+    _tied_weights_keys = _shared_vocabulary_keys
 
     def __init__(self, config: ScratchTransformerConfig):
         super().__init__(config)
         self.shared = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
-        self.encoder = ScratchTransformerEncoder(config, self.shared)
-        self.decoder = ScratchTransformerDecoder(config, self.shared)
+        self.encoder = ScratchTransformerEncoder(config)
+        self.decoder = ScratchTransformerDecoder(config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -776,10 +829,14 @@ class ScratchTransformerModel(ScratchTransformerPreTrainedModel):
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
         if decoder_input_ids is None and decoder_inputs_embeds is None:
-            raise ValueError(
-                "The decoder needs `decoder_input_ids` (or `labels`, from which the model with a language-modelling "
-                "head derives them). To encode only, call `model.get_encoder()(input_ids, attention_mask)`."
-            )
+            if input_ids is None:
+                raise ValueError(
+                    "The decoder needs `decoder_input_ids` (or `labels`, from which the model with a language-"
+                    "modelling head derives them). To encode only, call `model.get_encoder()(input_ids, ...)`."
+                )
+            # As BART's bare model: without decoder inputs the decoder reads the source shifted right (the denoising
+            # set-up), so that `AutoModel.from_pretrained(...)(input_ids)` runs as it does for BART.
+            decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id, self._decoder_start_token_id())
 
         decoder_outputs = self.decoder(
             input_ids=decoder_input_ids,
@@ -806,7 +863,7 @@ class ScratchTransformerModel(ScratchTransformerPreTrainedModel):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 8. Heads
+# 9. Heads
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -873,17 +930,6 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
 
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
-
-    def _decoder_start_token_id(self) -> int:
-        start = self.config.decoder_start_token_id
-        start = start if start is not None else self.config.bos_token_id
-        if start is None:
-            raise ValueError(
-                "`labels` were given, but the config has neither `decoder_start_token_id` nor `bos_token_id`, so "
-                "the decoder inputs cannot be made from them. Set `model.config.decoder_start_token_id` (usually "
-                "the id of '<s>'), or pass `decoder_input_ids` yourself."
-            )
-        return start
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """Used by `DataCollatorForSeq2Seq` to build `decoder_input_ids` in the data loader."""
@@ -976,7 +1022,7 @@ class ScratchTransformerEncoderModel(nn.Module):
     def __init__(self, config: ScratchTransformerConfig):
         super().__init__()
         self.shared = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
-        self.encoder = ScratchTransformerEncoder(config, self.shared)
+        self.encoder = ScratchTransformerEncoder(config)
 
 
 class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedModel):
@@ -987,7 +1033,8 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
     cross-entropy for single-label classification, binary cross-entropy for multi-label classification.
     """
 
-    _tied_weights_keys = {"model.encoder.embed_tokens.weight": "model.shared.weight"}
+    _shared_vocabulary_keys = {"model.encoder.embed_tokens.weight": "model.shared.weight"}
+    _tied_weights_keys = _shared_vocabulary_keys
     # The loss is a mean over the batch, not a sum to be divided by `num_items_in_batch`: this tells `Trainer` to
     # average over processes and accumulation steps itself (our **kwargs would otherwise make it assume a sum).
     accepts_loss_kwargs = False

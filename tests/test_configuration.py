@@ -12,7 +12,10 @@ def test_defaults_are_the_papers_base_model():
     assert (config.d_model, config.encoder_layers, config.decoder_layers) == (512, 6, 6)
     assert (config.encoder_attention_heads, config.decoder_attention_heads) == (8, 8)
     assert (config.encoder_ffn_dim, config.decoder_ffn_dim) == (2048, 2048)
-    assert config.dropout == 0.1 and config.label_smoothing == 0.1
+    assert config.dropout == 0.1
+    # The paper's label smoothing is the recipes' to set: the model's loss is plain cross-entropy, as in every
+    # Hugging Face model, so that exp(loss) is the perplexity.
+    assert config.label_smoothing == 0.0
     assert config.position_embedding == "sinusoidal" and config.scale_embedding and not config.normalize_before
     assert config.activation_function == "relu" and config.tie_word_embeddings and config.is_encoder_decoder
 

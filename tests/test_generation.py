@@ -27,8 +27,11 @@ def _one_thread():
 
 
 def make_model(
-    attn_implementation: str = "sdpa", seed: int = 0, **overrides
+    attn_implementation: str = "sdpa", seed: int = 3, **overrides
 ) -> ScratchTransformerForConditionalGeneration:
+    """A random tiny model. Many seeds give one that repeats a token or two whatever its input, which would leave the
+    cache and beam checks below little to tell apart (they assert that outputs vary): the default seed, and the one
+    the variants use, give models whose outputs vary."""
     torch.manual_seed(seed)
     model = AutoModelForSeq2SeqLM.from_config(tiny_config(**overrides), attn_implementation=attn_implementation)
     assert isinstance(model, ScratchTransformerForConditionalGeneration)
@@ -205,7 +208,7 @@ def test_beam_search_with_cache_matches_without_cache(attn_implementation, lengt
 def test_wide_long_beam_search_cache_reordering(attn_implementation):
     """Five beams over twenty tokens: beams overtake each other many times, so a cache that were not reordered
     with them (self-attention and cross-attention alike) would show."""
-    model = make_model(attn_implementation, seed=0)
+    model = make_model(attn_implementation)
     input_ids, attention_mask, _ = random_batch(batch_size=2, source_length=11, seed=2)
     kwargs = dict(num_beams=5, num_return_sequences=5, max_new_tokens=20, min_new_tokens=20)
     cached = beam_generate(model, input_ids, attention_mask, use_cache=True, **kwargs)
@@ -615,7 +618,7 @@ def test_attention_weights_agree_between_eager_and_sdpa():
 )
 @torch.no_grad()
 def test_generation_across_variants(position_embedding, normalize_before):
-    model = make_model("eager", position_embedding=position_embedding, normalize_before=normalize_before)
+    model = make_model("eager", seed=1, position_embedding=position_embedding, normalize_before=normalize_before)
     input_ids, attention_mask, _ = random_batch(batch_size=3, source_length=9)
     new_tokens = 8
     kwargs = dict(

@@ -3,7 +3,7 @@ and clear errors for bad input."""
 
 import pytest
 import torch
-from conftest import VOCAB_SIZE, random_batch, tiny_config
+from conftest import BOS, VOCAB_SIZE, random_batch, tiny_config
 from torch import nn
 
 from hf_scratch_transformer import (
@@ -273,11 +273,20 @@ def test_attention_mask_of_the_wrong_shape_is_refused():
         classifier(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"][0])
 
 
-def test_missing_decoder_inputs_are_explained():
-    model = ScratchTransformerModel(tiny_config())
+@torch.no_grad()
+def test_missing_decoder_inputs_are_the_source_shifted_right_or_explained():
+    """As BART's bare model: without decoder inputs, the decoder reads the source shifted right; with nothing to
+    shift, a clear error."""
+    model = ScratchTransformerModel(tiny_config()).eval()
     input_ids, attention_mask, _ = random_batch()
+    shifted = torch.cat([torch.full_like(input_ids[:, :1], BOS), input_ids[:, :-1]], dim=1)
+    torch.testing.assert_close(
+        model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,
+        model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=shifted).last_hidden_state,
+    )
+    embeds = model.get_input_embeddings()(input_ids)
     with pytest.raises(ValueError, match=r"needs `decoder_input_ids`.*get_encoder"):
-        model(input_ids=input_ids, attention_mask=attention_mask)
+        model(inputs_embeds=embeds, attention_mask=attention_mask)
     with pytest.raises(ValueError, match=r"exactly one of `input_ids` and `inputs_embeds`"):
         model(decoder_input_ids=input_ids)
 

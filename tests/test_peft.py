@@ -189,11 +189,13 @@ def test_prefix_tuning_on_the_classifier_is_a_clear_error(classifier_base):
 
 def greedy_without_cache(peft_model, input_ids, attention_mask, steps: int) -> torch.Tensor:
     """Greedy decoding by hand: the whole decoder input every step, no cache, through the PEFT model's forward
-    (which adds the prefix or the prompt the same way as in training)."""
+    (which adds the prefix or the prompt the same way as in training). </s> is never chosen, as `generate()` with
+    `min_new_tokens=steps` does."""
     decoder_input_ids = torch.full((input_ids.shape[0], 1), BOS)
     for _ in range(steps):
-        logits = logits_of(peft_model, input_ids, attention_mask, decoder_input_ids=decoder_input_ids)
-        decoder_input_ids = torch.cat([decoder_input_ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        logits = logits_of(peft_model, input_ids, attention_mask, decoder_input_ids=decoder_input_ids)[:, -1]
+        logits[:, EOS] = float("-inf")
+        decoder_input_ids = torch.cat([decoder_input_ids, logits.argmax(-1, keepdim=True)], dim=1)
     return decoder_input_ids
 
 

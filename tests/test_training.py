@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from hf_scratch_transformer import (
+    ScratchTransformerConfig,
     ScratchTransformerForConditionalGeneration,
     ScratchTransformerForSequenceClassification,
 )
@@ -120,6 +121,18 @@ def test_label_smoothing_changes_the_loss():
     loss_plain = plain(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
     loss_smoothed = smoothed(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
     assert abs(loss_plain.item() - loss_smoothed.item()) > 1e-3
+
+
+def test_default_loss_is_the_plain_cross_entropy_of_the_labels():
+    """As in every Hugging Face model: exp(loss) is the perplexity. The paper's smoothing is the recipes' choice."""
+    values = {key: value for key, value in tiny_config().to_dict().items() if key != "label_smoothing"}
+    config = ScratchTransformerConfig.from_dict(values)
+    assert config.label_smoothing == 0.0
+    model = ScratchTransformerForConditionalGeneration(config).eval()
+    input_ids, attention_mask, labels = padded_labels_batch()
+    output = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    expected = F.cross_entropy(output.logits.reshape(-1, VOCAB_SIZE), labels.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(output.loss, expected)
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1])

@@ -22,8 +22,8 @@ The paper's recipe (section 5), flag by flag:
   has the same shape (a linear warmup, then 1/sqrt(step)) with its peak at `--learning_rate`:
   `--learning_rate` d_model^-0.5 * warmup_steps^-0.5 gives the paper's peak.
 - Label smoothing 0.1: the model's own loss applies `config.label_smoothing`, which a new model gets from
-  `--config_overrides label_smoothing=0.1` (0.1 is also the config's default); `--label_smoothing` sets it on a
-  checkpoint being fine-tuned.
+  `--config_overrides label_smoothing=0.1` (the config's default is 0.0, the plain cross-entropy every Hugging Face
+  model returns); `--label_smoothing` sets it on a checkpoint being fine-tuned.
   (Trainer's `--label_smoothing_factor` also works but replaces the model's loss with its own.)
 
 Evaluation with `--predict_with_generate` decodes with beam search (`--num_beams`, 4 as in the paper) and
