@@ -24,6 +24,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -459,6 +460,12 @@ class ScratchTransformerPreTrainedModel(PreTrainedModel):
         return_loading_info = kwargs.pop("output_loading_info", False)
         try:
             model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        except SafetensorError as error:
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            raise OSError(
+                f"The weights file of {source} cannot be read ({error}): it was cut short or damaged, by an "
+                "interrupted download, copy or save. Copy or save it again; for a Hub model, pass force_download=True."
+            ) from error
         except RuntimeError as error:
             if "ignore_mismatched_sizes" not in str(error):
                 raise
@@ -539,10 +546,19 @@ def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore_
 
 
 def check_mask_shape(name: str, mask: torch.Tensor | None, expected: tuple[int, int]) -> None:
-    if mask is not None and tuple(mask.shape) != expected:
+    """A (batch, length) mask of 1 for a token and 0 for padding. A float mask is read as that too, so one holding
+    anything else (an additive mask of 0 and -inf, as `nn.Transformer` takes) is refused rather than misread."""
+    if mask is None:
+        return
+    if tuple(mask.shape) != expected:
         raise ValueError(
             f"`{name}` has shape {tuple(mask.shape)} but the inputs need {expected} (batch, length): 1 for a "
             "token, 0 for padding. Pass the mask the tokenizer returned with the ids."
+        )
+    if mask.is_floating_point() and not torch.compiler.is_compiling() and not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(
+            f"`{name}` holds values other than 0 and 1 ({mask.unique()[:5].tolist()}...). It says 1 for a token and "
+            "0 for padding; an additive mask (0 and -inf) is not that: pass (additive_mask == 0).long() instead."
         )
 
 
@@ -558,6 +574,13 @@ def embed(
     `inputs_embeds=model.get_input_embeddings()(input_ids)` (what prompt tuning feeds) equals `input_ids`."""
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError(f"Pass exactly one of `{prefix}input_ids` and `{prefix}inputs_embeds`.")
+    given = input_ids if input_ids is not None else inputs_embeds
+    if given.dim() < 2 or given.shape[0] == 0 or given.shape[1] == 0:
+        name = f"{prefix}input_ids" if input_ids is not None else f"{prefix}inputs_embeds"
+        raise ValueError(
+            f"`{name}` has shape {tuple(given.shape)}: it needs at least one sequence of at least one token, as "
+            "(batch, length). Tokenize a non-empty list of texts, or add a batch dimension with [None]."
+        )
     if inputs_embeds is None:
         if not torch.compiler.is_compiling():
             check_token_ids(f"{prefix}input_ids", input_ids, vocab_size)
@@ -901,6 +924,29 @@ class LabelSmoothedCrossEntropy(torch.autograd.Function):
         return grad, None, None
 
 
+def check_labels(labels, input_ids, inputs_embeds, decoder_input_ids, decoder_inputs_embeds) -> None:
+    """Target ids are (batch, target length): one row per source, and as long as the decoder inputs when those
+    are given. Otherwise the loss fails deep inside torch with a broadcasting error."""
+    source = input_ids if input_ids is not None else inputs_embeds
+    decoder = decoder_input_ids if decoder_input_ids is not None else decoder_inputs_embeds
+    if labels.dim() != 2:
+        raise ValueError(
+            f"`labels` has shape {tuple(labels.shape)}; it needs (batch, target length), one row of target ids per "
+            "source. For one sentence add a batch dimension: labels[None]."
+        )
+    if source is not None and labels.shape[0] != source.shape[0]:
+        raise ValueError(
+            f"`labels` holds {labels.shape[0]} rows for {source.shape[0]} sources: give one row of target ids per "
+            "source (the tokenizer's text_target= output for the same batch)."
+        )
+    if decoder is not None and tuple(labels.shape) != tuple(decoder.shape[:2]):
+        raise ValueError(
+            f"`labels` has shape {tuple(labels.shape)} but the decoder inputs {tuple(decoder.shape[:2])}: the labels "
+            "are the decoder inputs shifted left by one, so both have the same shape. Pass labels alone, and the "
+            "model builds the decoder inputs from them."
+        )
+
+
 class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedModel, GenerationMixin):
     """The encoder-decoder with its output projection to the vocabulary, tied to the shared embedding
     (section 3.4): translation, summarisation, denoising. `AutoModelForSeq2SeqLM` builds this class, and
@@ -935,6 +981,16 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
         """Used by `DataCollatorForSeq2Seq` to build `decoder_input_ids` in the data loader."""
         return shift_tokens_right(labels, self.config.pad_token_id, self._decoder_start_token_id())
 
+    def generate(self, *args, **kwargs):
+        """`GenerationMixin.generate`, after checking the counts that transformers lets through to a
+        ZeroDivisionError deep inside it: at least one beam and one returned sequence."""
+        generation_config = kwargs.get("generation_config") or self.generation_config
+        for name in ("num_beams", "num_return_sequences"):
+            value = kwargs.get(name, getattr(generation_config, name, None))
+            if value is not None and value < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {value} (1 beam is greedy decoding or sampling).")
+        return super().generate(*args, **kwargs)
+
     @staticmethod
     def _reorder_cache(past_key_values: EncoderDecoderCache, beam_idx: torch.Tensor) -> EncoderDecoderCache:
         """Beam search, between steps: the self-attention keys and values follow the beams that were kept. The
@@ -966,6 +1022,7 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
         if labels is not None and logits_to_keep:
             raise ValueError("The loss needs the logits of every target position: no `logits_to_keep` with labels.")
         if labels is not None:
+            check_labels(labels, input_ids, inputs_embeds, decoder_input_ids, decoder_inputs_embeds)
             check_token_ids("labels", labels, self.config.vocab_size, allow_ignore_index=True)
             use_cache = False  # teacher forcing sees the whole target at once: there is nothing to cache
             if decoder_input_ids is None and decoder_inputs_embeds is None:
@@ -1119,9 +1176,20 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
             else:
                 self.config.problem_type = "multi_label_classification"
 
-        if self.config.problem_type == "regression":
-            return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-        if self.config.problem_type == "single_label_classification":
+        batch_size, problem_type = logits.shape[0], self.config.problem_type
+        expected = {  # what each loss reads: one value per row and label, or one class id per row
+            "regression": (batch_size * num_labels, f"({batch_size},) or ({batch_size}, {num_labels}) targets"),
+            "single_label_classification": (batch_size, f"({batch_size},): one class id per row"),
+            "multi_label_classification": (batch_size * num_labels, f"({batch_size}, {num_labels}): 0/1 per class"),
+        }[problem_type]
+        if labels.numel() != expected[0] or labels.shape[0] != batch_size:
+            raise ValueError(
+                f"`labels` has shape {tuple(labels.shape)}, but {problem_type} of a batch of {batch_size} with "
+                f"num_labels={num_labels} needs {expected[1]}."
+            )
+        if problem_type == "regression":
+            return F.mse_loss(logits.squeeze(-1).float(), labels.float().view(logits.squeeze(-1).shape))
+        if problem_type == "single_label_classification":
             if not bool(((labels >= 0) & (labels < num_labels)).all()):
                 raise ValueError(
                     f"`labels` must be class ids in [0, {num_labels}), got {labels.unique()[:10].tolist()}. Set "

@@ -1,0 +1,147 @@
+"""Bad input from Python: each mistake a user makes with the config, the model's inputs or a checkpoint is refused
+with one clear message that names the problem and the fix, before it reaches torch; or, where the input is
+reasonable, it is handled as the user meant (and the test says why). The command-line catalogue of the same kind
+lives beside each script's tests."""
+
+import pytest
+import torch
+from conftest import EOS, VOCAB_SIZE, random_batch, tiny_config
+from transformers import AutoModelForSeq2SeqLM
+
+from hf_scratch_transformer import (
+    ScratchTransformerConfig,
+    ScratchTransformerForConditionalGeneration,
+    ScratchTransformerForSequenceClassification,
+)
+
+# ---------------------------------------------------------------------------------------------------------------
+# The config
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("pad_token_id", VOCAB_SIZE), ("bos_token_id", VOCAB_SIZE + 5), ("eos_token_id", [EOS, VOCAB_SIZE])]
+    + [("decoder_start_token_id", -1)],
+)
+def test_special_ids_outside_the_vocabulary_are_refused(field, value):
+    with pytest.raises(ValueError, match=rf"`{field}` is -?\d+, outside the vocabulary \[0, {VOCAB_SIZE}\).*len\("):
+        tiny_config(**{field: value})
+
+
+def test_special_ids_may_be_none():
+    """A model without a padding or start token is reasonable (a classifier of unpadded batches, say)."""
+    config = tiny_config(pad_token_id=None, decoder_start_token_id=None)
+    assert config.pad_token_id is None and config.decoder_start_token_id is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model's inputs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seq2seq():
+    torch.manual_seed(0)
+    return ScratchTransformerForConditionalGeneration(tiny_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    torch.manual_seed(0)
+    return ScratchTransformerForSequenceClassification(tiny_config(num_labels=3)).eval()
+
+
+@pytest.mark.parametrize("rows, length", [(0, 9), (3, 0)])
+def test_an_empty_batch_is_refused(seq2seq, classifier, rows, length):
+    input_ids, attention_mask, labels = random_batch()
+    input_ids, attention_mask = input_ids[:rows, :length], attention_mask[:rows, :length]
+    for model in (seq2seq, classifier):
+        with pytest.raises(ValueError, match=rf"`input_ids` has shape \({rows}, {length}\): it needs at least one"):
+            model(input_ids=input_ids, attention_mask=attention_mask)
+
+
+@pytest.mark.parametrize(
+    "make_labels, message",
+    [
+        (lambda labels: labels[0], r"`labels` has shape \(7,\); it needs \(batch, target length\).*labels\[None\]"),
+        (lambda labels: labels[:2], r"`labels` holds 2 rows for 3 sources"),
+    ],
+)
+def test_seq2seq_labels_of_the_wrong_shape_are_refused(seq2seq, make_labels, message):
+    input_ids, attention_mask, labels = random_batch()
+    with pytest.raises(ValueError, match=message):
+        seq2seq(input_ids=input_ids, attention_mask=attention_mask, labels=make_labels(labels))
+
+
+def test_labels_and_decoder_inputs_of_different_lengths_are_refused(seq2seq):
+    input_ids, attention_mask, labels = random_batch()
+    with pytest.raises(ValueError, match=r"`labels` has shape \(3, 7\) but the decoder inputs \(3, 5\).*shifted left"):
+        seq2seq(input_ids=input_ids, attention_mask=attention_mask, labels=labels, decoder_input_ids=labels[:, :5])
+
+
+@pytest.mark.parametrize(
+    "problem_type, labels, needs",
+    [
+        ("single_label_classification", torch.tensor([0, 1]), r"needs \(3,\): one class id per row"),
+        ("single_label_classification", torch.zeros(3, 2, dtype=torch.long), r"needs \(3,\)"),
+        ("multi_label_classification", torch.ones(3, 2), r"needs \(3, 3\): 0/1 per class"),
+        ("regression", torch.ones(2, 3), r"needs \(3,\) or \(3, 3\) targets"),
+    ],
+)
+def test_classifier_labels_of_the_wrong_shape_are_refused(problem_type, labels, needs):
+    model = ScratchTransformerForSequenceClassification(tiny_config(num_labels=3, problem_type=problem_type))
+    input_ids, attention_mask, _ = random_batch()
+    with pytest.raises(ValueError, match=rf"`labels` has shape .*but {problem_type} of a batch of 3.*{needs}"):
+        model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+
+def test_class_ids_in_a_column_are_what_the_user_meant(classifier):
+    """(batch, 1) class ids, as a CSV column often loads, are one id per row: accepted, with the same loss."""
+    input_ids, attention_mask, _ = random_batch()
+    labels = torch.tensor([0, 2, 1])
+    flat = classifier(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+    column = classifier(input_ids=input_ids, attention_mask=attention_mask, labels=labels[:, None]).loss
+    torch.testing.assert_close(flat, column)
+
+
+@torch.no_grad()
+def test_an_additive_float_mask_is_refused_and_a_float_mask_of_ones_and_zeros_is_read(seq2seq):
+    input_ids, attention_mask, labels = random_batch()
+    additive = torch.zeros(attention_mask.shape).masked_fill(attention_mask == 0, float("-inf"))
+    with pytest.raises(ValueError, match=r"`attention_mask` holds values other than 0 and 1.*\(additive_mask == 0\)"):
+        seq2seq(input_ids=input_ids, attention_mask=additive, labels=labels)
+    # 1.0 / 0.0 says the same as 1 / 0: read as the user meant.
+    as_float = seq2seq(input_ids=input_ids, attention_mask=attention_mask.float(), labels=labels).logits
+    as_int = seq2seq(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits
+    torch.testing.assert_close(as_float, as_int)
+
+
+@pytest.mark.parametrize("setting", [{"num_beams": 0}, {"num_return_sequences": 0}])
+def test_generate_with_no_beam_or_no_sequence_is_refused(seq2seq, setting):
+    input_ids, attention_mask, _ = random_batch()
+    name, value = next(iter(setting.items()))
+    with pytest.raises(ValueError, match=rf"`{name}` must be at least 1, got {value}"):
+        seq2seq.generate(input_ids, attention_mask=attention_mask, max_new_tokens=3, **setting)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_a_truncated_weights_file_is_named_with_the_fix(seq2seq, tmp_path):
+    seq2seq.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(OSError, match=rf"The weights file of {tmp_path} cannot be read .*cut short.*again"):
+        AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+
+
+def test_config_class_checks_apply_to_a_loaded_config_json(tmp_path):
+    """A config.json edited by hand gets the same checks as a config built in Python."""
+    tiny_config().save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(path.read_text().replace('"pad_token_id": 0', f'"pad_token_id": {VOCAB_SIZE + 1}'))
+    with pytest.raises(ValueError, match=r"`pad_token_id` is 100, outside the vocabulary"):
+        ScratchTransformerConfig.from_pretrained(tmp_path)
