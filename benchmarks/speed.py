@@ -27,12 +27,14 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+if not __package__:  # `python benchmarks/speed.py`: import the model from this checkout, installed or not
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import torch
 from torch import nn
 from transformers import BartConfig, BartForConditionalGeneration, MarianConfig, MarianMTModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hf_scratch_transformer import ScratchTransformerConfig, ScratchTransformerForConditionalGeneration  # noqa: E402
+from hf_scratch_transformer import ScratchTransformerConfig, ScratchTransformerForConditionalGeneration
 
 PAD, BOS, EOS = 0, 1, 2
 
