@@ -109,7 +109,7 @@ def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused(data, tmp_path
 def test_real_sst2_slice(tmp_path):
     tokenizer = tmp_path / "tokenizer"
     run(REPO_ROOT / "training" / "train_tokenizer.py", "--train_file", SHARED_DATA / "sst2" / "train.jsonl",
-        "--max_samples", 3000, "--output_dir", tokenizer, "--vocab_size", 1000,
+        "--max_train_samples", 3000, "--output_dir", tokenizer, "--vocab_size", 1000,
         "--num_sentinel_tokens", 10)  # fmt: skip
     run(SCRIPT, "--train_file", SHARED_DATA / "sst2" / "train.jsonl",
         "--validation_file", SHARED_DATA / "sst2" / "validation.jsonl", "--max_train_samples", 2000,

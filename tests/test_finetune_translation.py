@@ -7,7 +7,6 @@ The data is made here by `hf_scratch_transformer.demo_data` (English number word
 by `training/train_tokenizer.py`, once for the module. The scripts run as programs, as a user runs them.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -22,6 +21,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
 from hf_scratch_transformer.demo_data import make_demo_splits
+from training import finetune_translation as ft
 
 SCRIPT = REPO_ROOT / "training" / "finetune_translation.py"
 TOKENIZER_SCRIPT = REPO_ROOT / "training" / "train_tokenizer.py"
@@ -37,18 +37,6 @@ TINY_MODEL = (
 QUIET = ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu"]
 QUIET += ["--dataloader_pin_memory", "false"]
 MAX_TARGET_LENGTH = 32
-
-
-def load_script():
-    """Import the script as a module (`training/` is not a package; the script imports `script_utils` beside it)."""
-    sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("finetune_translation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ft = load_script()
 
 
 def command(*args) -> list[str]:
@@ -293,7 +281,7 @@ def error_runs(demo):
     [
         ("no_translation_column", ["no column 'translation'", "'en'", "'de'"]),
         ("missing_language", ["--target_lang fr", "['de', 'en']"]),
-        ("learned_positions_too_short", ["--max_source_length 128", "max_position_embeddings (64)", "sinusoidal"]),
+        ("learned_positions_too_short", ["--max_source_length gives sequences of up to 128 tokens", "(64)"]),
         ("output_dir_holds_run", ["already holds a run", "--overwrite_output_dir"]),
         ("tokenizer_larger_than_vocab", ["The tokenizer has 400 tokens but the model's vocab_size is 50"]),
     ],
@@ -318,7 +306,7 @@ def test_multi30k_short_run_reports_bleu(tmp_path):
     tokenizer_dir = tmp_path / "tokenizer"
     result = subprocess.run(
         [sys.executable, str(TOKENIZER_SCRIPT), "--train_file", str(MULTI30K / "train.jsonl")]
-        + ["--max_samples", "2000", "--vocab_size", "1000", "--num_sentinel_tokens", "10"]
+        + ["--max_train_samples", "2000", "--vocab_size", "1000", "--num_sentinel_tokens", "10"]
         + ["--output_dir", str(tokenizer_dir)],
         capture_output=True,
         text=True,

@@ -21,10 +21,9 @@ from hf_scratch_transformer import (
     modeling_scratch_transformer,
 )
 from hf_scratch_transformer.demo_data import make_translation_dataset
+from training.model_loading import parse_config_overrides
 
 CONFIGS = REPO_ROOT / "training" / "accelerate_configs"
-sys.path.insert(0, str(REPO_ROOT / "training"))
-from script_utils import parse_config_overrides  # noqa: E402
 
 SCRIPTS = {
     "sentiment": [REPO_ROOT / "training" / "finetune_sentiment.py"],

@@ -15,17 +15,10 @@ from transformers import Seq2SeqTrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
+from training import finetune_sentiment
+from training.atomic_checkpoints import STAGING_DIR_NAME, AtomicSeq2SeqTrainer, AtomicTrainer, publish_checkpoint
 
 TRAINING = REPO_ROOT / "training"
-sys.path.insert(0, str(TRAINING))
-import finetune_sentiment  # noqa: E402
-from script_utils import (  # noqa: E402
-    STAGING_DIR_NAME,
-    AtomicSeq2SeqTrainer,
-    AtomicTrainer,
-    publish_checkpoint,
-)
-
 SCRIPT = TRAINING / "finetune_sentiment.py"
 # Dropout stays at the config's default (0.1): a resume only matches if the RNG states are restored too.
 TINY_MODEL = (
@@ -161,17 +154,17 @@ def script_arguments(sentiment: Path, output_dir: Path, *extra, steps: int = 30,
     ]  # fmt: skip
 
 
-def run_script(*arguments, program=SCRIPT) -> None:
+def run_script(*arguments) -> None:
     completed = subprocess.run(
-        [sys.executable, program, *map(str, arguments)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
+        [sys.executable, SCRIPT, *map(str, arguments)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
 
 
-def start_script(log: Path, *arguments, program=SCRIPT) -> subprocess.Popen:
+def start_script(log: Path, *arguments, program: tuple = (SCRIPT,)) -> subprocess.Popen:
     with open(log, "w") as file:  # a file, not a pipe: nobody reads while the test polls
         return subprocess.Popen(
-            [sys.executable, program, *map(str, arguments)], stdout=file, stderr=file, cwd=REPO_ROOT
+            [sys.executable, *program, *map(str, arguments)], stdout=file, stderr=file, cwd=REPO_ROOT
         )
 
 
@@ -209,11 +202,11 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_weights_of_an_uninterrup
     assert not (output_dir / STAGING_DIR_NAME).exists()
 
 
+# A program run by `python -c` from the checkout, which its first sys.path entry ("") then is.
 KILLED_IN_A_SAVE = """
-import os, signal, sys
-sys.path.insert(0, {training!r})
-import finetune_sentiment
-from script_utils import AtomicTrainer
+import os, signal
+from training import finetune_sentiment
+from training.atomic_checkpoints import AtomicTrainer
 
 save_optimizer_and_scheduler = AtomicTrainer._save_optimizer_and_scheduler
 
@@ -230,10 +223,9 @@ finetune_sentiment.main()
 
 
 def test_a_run_killed_inside_a_save_leaves_no_partial_checkpoint_and_resumes(sentiment, uninterrupted, tmp_path):
-    wrapper = tmp_path / "killed_in_a_save.py"
-    wrapper.write_text(KILLED_IN_A_SAVE.format(training=str(TRAINING)))
     output_dir, log = tmp_path / "run", tmp_path / "killed.log"
-    wait_until_killed(start_script(log, *script_arguments(sentiment, output_dir), program=wrapper), log)
+    program = ("-c", KILLED_IN_A_SAVE)
+    wait_until_killed(start_script(log, *script_arguments(sentiment, output_dir), program=program), log)
     assert checkpoints(output_dir) == ["checkpoint-5"]
     staged = output_dir / STAGING_DIR_NAME / "checkpoint-10"
     assert (staged / "model.safetensors").is_file() and not (staged / "optimizer.pt").exists()

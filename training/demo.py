@@ -19,12 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__:  # `python training/demo.py`: import from this checkout (see training/__init__)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hf_scratch_transformer.demo_data import make_demo_splits  # noqa: E402
-from hf_scratch_transformer.metrics import load_metric  # noqa: E402
+from hf_scratch_transformer.demo_data import make_demo_splits
+from hf_scratch_transformer.metrics import load_metric
 
 TRAINING = Path(__file__).resolve().parent
 # A model a fifth of the paper's width: enough for number words, small enough for two CPU cores. Pre-LN and
