@@ -1,6 +1,7 @@
 """Runs that die: checkpoints appear only complete (AtomicTrainer), a killed run resumes to the weights of one that
 was never stopped, and the output-dir checks that keep runs from overwriting each other."""
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -11,11 +12,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, random_batch, tiny_config, toy_reviews, write_jsonl
 from safetensors.torch import load_file
-from transformers import Seq2SeqTrainingArguments
+from transformers import Seq2SeqTrainingArguments, Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
-from training import finetune_sentiment
+from training import atomic_checkpoints, finetune_sentiment
 from training.atomic_checkpoints import STAGING_DIR_NAME, AtomicSeq2SeqTrainer, AtomicTrainer, publish_checkpoint
 
 TRAINING = REPO_ROOT / "training"
@@ -115,6 +116,38 @@ def test_best_checkpoint_and_rotation_name_the_real_folders(tmp_path):
         recorded = json.loads((tmp_path / name / "trainer_state.json").read_text())["best_model_checkpoint"]
         assert Path(recorded).parent == tmp_path, recorded  # a resume finds it (the staged path is gone)
     assert not (tmp_path / STAGING_DIR_NAME).exists()
+
+
+def test_the_pinned_transformers_writes_every_checkpoint_into_the_staging_folder(tmp_path, monkeypatch):
+    """What AtomicCheckpointsMixin relies on, with the transformers version pyproject.toml allows: Trainer writes
+    each checkpoint where `_get_output_dir` says, and checkpoint-N appears only when it is published."""
+    published = []
+
+    def publish(staged: str, final: str) -> None:
+        published.append(
+            (Path(staged).name, sorted(path.name for path in Path(staged).iterdir()), Path(final).exists())
+        )
+        publish_checkpoint(staged, final)
+
+    monkeypatch.setattr(atomic_checkpoints, "publish_checkpoint", publish)
+    tiny_trainer(AtomicTrainer, tmp_path).train()
+    assert [name for name, _, _ in published] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    for _, files, final_existed in published:
+        assert CHECKPOINT_FILES <= set(files) and not final_existed
+
+
+def test_a_transformers_that_writes_checkpoints_in_place_stops_at_the_first_save(tmp_path, monkeypatch):
+    # As if a release no longer asked _get_output_dir where to write: the checkpoint goes straight to output_dir.
+    monkeypatch.setattr(AtomicTrainer, "_get_output_dir", Trainer._get_output_dir)
+    with pytest.raises(RuntimeError, match="saved checkpoint-2 without asking _get_output_dir.*would not be atomic"):
+        tiny_trainer(AtomicTrainer, tmp_path).train()
+
+
+def test_a_transformers_without_an_overridden_method_cannot_import_the_module(monkeypatch):
+    monkeypatch.delattr(Trainer, "_push_from_checkpoint")
+    spec = importlib.util.spec_from_file_location("atomic_checkpoints_again", atomic_checkpoints.__file__)
+    with pytest.raises(ImportError, match=r"Trainer has no \['_push_from_checkpoint'\]"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
 def test_publishing_a_step_saved_again_replaces_the_old_folder_whole(tmp_path):

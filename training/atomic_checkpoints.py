@@ -1,12 +1,27 @@
 """Checkpoints that appear in --output_dir only once complete: `AtomicTrainer` and `AtomicSeq2SeqTrainer`, the
-`Trainer` and `Seq2SeqTrainer` of every script."""
+`Trainer` and `Seq2SeqTrainer` of every script.
+
+They override three private `Trainer` methods (`_get_output_dir`, `_save_checkpoint`, `_push_from_checkpoint`), as
+transformers 5.23 calls them; pyproject.toml allows only the transformers versions the tests ran with. A release
+that renames one of them stops this module's import, and one that no longer writes through `_get_output_dir` stops
+the first save: either way a run never goes on with checkpoints that are silently no longer atomic.
+"""
 
 import os
 import shutil
 
+import transformers
 from transformers import Seq2SeqTrainer, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+OVERRIDDEN_TRAINER_METHODS = ("_get_output_dir", "_save_checkpoint", "_push_from_checkpoint")
+MISSING_TRAINER_METHODS = [name for name in OVERRIDDEN_TRAINER_METHODS if not callable(getattr(Trainer, name, None))]
+if MISSING_TRAINER_METHODS:
+    raise ImportError(
+        f"transformers {transformers.__version__}: Trainer has no {MISSING_TRAINER_METHODS}, which "
+        "AtomicCheckpointsMixin overrides to make checkpoints atomic. Install a version pyproject.toml allows."
+    )
 
 # Where a checkpoint is written before it is renamed to output_dir/checkpoint-N. The name matches neither
 # `^checkpoint-\d+$` (so `get_last_checkpoint` and checkpoint rotation never see it) nor is it uploaded: Trainer's
@@ -107,6 +122,12 @@ class AtomicCheckpointsMixin:
             super()._save_checkpoint(model, trial)
         finally:
             self._saving_checkpoint = False
+        if self.args.should_save and not os.path.isdir(staged):
+            raise RuntimeError(
+                f"transformers {transformers.__version__} saved {name} without asking _get_output_dir where, so not "
+                f"into {staging}: this checkpoint, and every later one, would not be atomic. Install a "
+                "transformers version pyproject.toml allows."
+            )
 
         best = self.state.best_model_checkpoint
         if best is not None and os.path.dirname(os.path.normpath(best)) == os.path.normpath(staging):
