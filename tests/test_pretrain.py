@@ -151,8 +151,10 @@ def test_text_infilling_objective_runs(runs):
     returncode, output, output_dir = runs["text_infilling"]
     assert returncode == 0, output[-3000:]
     assert "<mask>" in output  # the logged example input
-    assert len(losses(output_dir)) == 2
-    assert json.loads((output_dir / "all_results.json").read_text())["eval_loss"] > 0
+    curve = losses(output_dir)
+    assert len(curve) == 2
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert results["eval_loss"] < curve[0], (curve, results)  # 8 steps of infilling already help on validation
 
 
 @pytest.mark.skipif(not CORPUS.is_file(), reason=f"{CORPUS} is absent")
