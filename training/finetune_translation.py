@@ -27,10 +27,11 @@ The paper's recipe (section 5), flag by flag:
   (Trainer's `--label_smoothing_factor` also works but replaces the model's loss with its own.)
 
 Evaluation with `--predict_with_generate` decodes with beam search (`--num_beams`, 4 as in the paper) and
-reports corpus sacreBLEU and chrF of the detokenized text (the project's own `evaluate` module, offline), and
-the mean generated length. The run's `generation_config.json` keeps `--num_beams` and `max_length` =
-`--max_target_length`, so `generate()` on the reloaded model decodes the same way; `translation_samples.jsonl`
-holds the first `--num_samples_to_write` validation sources with their references and translations.
+reports corpus sacreBLEU (tokenized by `--bleu_tokenize`) and chrF of the detokenized text (the project's own
+`evaluate` module, offline), and the mean generated length. The run's `generation_config.json` keeps
+`--num_beams` and `max_length` = `--max_target_length`, so `generate()` on the reloaded model decodes the same
+way; `translation_samples.jsonl` holds the first `--num_samples_to_write` validation sources with their
+references and translations.
 
 `--peft lora|prefix|prompt` fine-tunes a checkpoint (`--model_name_or_path`) through a PEFT adapter: the
 checkpoint stays frozen, only the adapter is saved, evaluation and the samples go through it, and
@@ -101,6 +102,13 @@ class TranslationArguments:
     )
     num_samples_to_write: int = field(
         default=20, metadata={"help": f"Validation translations to write to {SAMPLES_FILE} (0: none)."}
+    )
+    bleu_tokenize: str = field(
+        default="13a",
+        metadata={
+            "help": "sacreBLEU's tokenization for BLEU: 13a (the WMT standard) for text in words; char where a "
+            "sentence is one or two words (word BLEU then has no 2- to 4-grams to count: it is 0); intl, zh, ..."
+        },
     )
 
 
@@ -262,7 +270,7 @@ def main() -> None:
         labels = np.where(prediction.label_ids != -100, prediction.label_ids, tokenizer.pad_token_id)
         hypotheses = [text.strip() for text in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
         references = [text.strip() for text in tokenizer.batch_decode(labels, skip_special_tokens=True)]
-        result = metric.compute(predictions=hypotheses, references=references)
+        result = metric.compute(predictions=hypotheses, references=references, tokenize=task_args.bleu_tokenize)
         signatures.update(bleu_signature=result["bleu_signature"], chrf_signature=result["chrf_signature"])
         # Tokens generated per sentence, </s> included; column 0 is the decoder start token generate() puts first.
         generated = np.count_nonzero(predictions[:, 1:] != tokenizer.pad_token_id, axis=1)
