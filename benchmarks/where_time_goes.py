@@ -13,11 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__:  # `python benchmarks/where_time_goes.py`: import from this checkout, installed or not
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import speed  # noqa: E402
+from benchmarks import speed
 
 CATEGORIES = {
     "matmul": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm"),

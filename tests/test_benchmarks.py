@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT
 
 SPEED = str(REPO_ROOT / "benchmarks" / "speed.py")
@@ -38,5 +39,14 @@ def test_speed_benchmark_times_in_fresh_processes(tmp_path):
     results_file = tmp_path / "speed.json"
     run_speed("--fresh", "--no_memory", "--models", "ours-sdpa,marian-sdpa", "--json", str(results_file))
     results = json.loads(results_file.read_text())
-    assert results["models"]["ours-sdpa"]["greedy"]["median"] > 0
-    assert results["models"]["marian-sdpa"]["train"]["median"] > 0
+    for name in ("ours-sdpa", "marian-sdpa"):
+        entry = results["models"][name]
+        # Every task timed (one fresh process per model and repetition), no memory measured (--no_memory).
+        assert set(entry) == {"train", "greedy", "beam2", "train_mfu"}, entry
+        # --repetitions 1 and no warmup repetition counted: each rate is one timing, so min = median = max.
+        for task in ("train", "greedy", "beam2"):
+            assert entry[task]["min"] == entry[task]["median"] == entry[task]["max"], (name, task, entry[task])
+    # The ratios are ours over Marian, the one baseline here.
+    for task in ("train", "greedy", "beam2"):
+        ours, marian = results["models"]["ours-sdpa"][task], results["models"]["marian-sdpa"][task]
+        assert results["ratios"]["ours-sdpa"][task] == pytest.approx(ours["median"] / marian["median"])

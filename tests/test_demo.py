@@ -16,9 +16,16 @@ def test_demo_quick_run(tmp_path):
         timeout=900,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
+    # Our own files cause no warning: generate() uses the saved generation_config.json as it is.
+    assert "seem to have been set" not in completed.stdout + completed.stderr
     results = json.loads((tmp_path / "demo_results.json").read_text())
     assert results["test_examples"] == 40
-    assert 0.0 <= results["exact_match"] <= 1.0 and 0.0 <= results["char_bleu"] <= 100.0
+    # 150 steps get no held-out number right yet (exact match 0; the full demo's 1600 get all 500), but
+    # character-level BLEU sees the German they get partly right (about 12), where word BLEU of one-word outputs
+    # is 0. The training log's final evaluation scores the same way (the validation numbers, also about 12).
+    training_results = json.loads((tmp_path / "model" / "all_results.json").read_text())
+    assert results["char_bleu"] > 0 and training_results["eval_bleu"] > 0, (results, training_results)
+    assert "|tok:char|" in training_results["eval_bleu_signature"]
     assert "Held-out translations (English -> German)" in completed.stdout
     log = json.loads((tmp_path / "model" / "trainer_state.json").read_text())["log_history"]
     losses = [entry["loss"] for entry in log if "loss" in entry]

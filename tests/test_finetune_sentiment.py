@@ -1,8 +1,10 @@
 """training/finetune_sentiment.py end to end on a generated toy task, its errors, and real SST-2 when present."""
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, SHARED_DATA, toy_reviews, write_jsonl
@@ -44,12 +46,20 @@ def test_trains_a_new_model_and_saves_a_pipeline_ready_classifier(data, tmp_path
         "--learning_rate", 3e-3, "--eval_strategy", "epoch", "--logging_steps", 5, *COMMON)  # fmt: skip
     results = json.loads((output / "all_results.json").read_text())
     assert results["eval_accuracy"] >= 0.9, results  # the toy task is one word; chance is 0.5
-    assert 0.0 <= results["eval_f1"] <= 1.0
     model = AutoModelForSequenceClassification.from_pretrained(output)
     assert model.config.id2label == {0: "negative", 1: "positive"}
     classify = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(output))
     assert classify("the film was really wonderful")[0]["label"] == "positive"
     assert classify("the film was really awful")[0]["label"] == "negative"
+
+    # The reported scores are those of the saved model on the validation file: accuracy, and F1 of "positive".
+    rows = [json.loads(line) for line in Path(data["validation"]).read_text().splitlines()]
+    predicted = [model.config.label2id[result["label"]] for result in classify([row["sentence"] for row in rows])]
+    pairs = [(guess, row["label"]) for guess, row in zip(predicted, rows, strict=True)]
+    true_positives = sum(guess == label == 1 for guess, label in pairs)
+    f1 = 2 * true_positives / (sum(guess == 1 for guess, _ in pairs) + sum(label == 1 for _, label in pairs))
+    assert results["eval_accuracy"] == pytest.approx(sum(guess == label for guess, label in pairs) / len(pairs))
+    assert results["eval_f1"] == pytest.approx(f1)
 
 
 def test_arguments_from_a_json_file_and_the_text_column_of_imdb(data, tmp_path):
@@ -66,7 +76,8 @@ def test_arguments_from_a_json_file_and_the_text_column_of_imdb(data, tmp_path):
     }
     (tmp_path / "args.json").write_text(json.dumps(arguments))
     run(SCRIPT, tmp_path / "args.json")
-    assert json.loads((tmp_path / "run" / "all_results.json").read_text())["train_loss"] > 0
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert (state["max_steps"], state["global_step"]) == (3, 3)  # --max_steps from the file took effect
 
 
 @pytest.mark.parametrize(
@@ -94,7 +105,7 @@ def test_bad_data_gets_a_clear_error(data, tmp_path, make_train, extra, message)
                     *extra, *COMMON, check=False)  # fmt: skip
     assert completed.returncode != 0
     assert "Traceback" not in completed.stderr
-    assert __import__("re").search(message, completed.stderr), completed.stderr[-2000:]
+    assert re.search(message, completed.stderr), completed.stderr[-2000:]
 
 
 def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused(data, tmp_path):
@@ -106,15 +117,17 @@ def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused(data, tmp_path
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "sst2").is_dir(), reason="../shared/data/sst2 is absent")
-def test_real_sst2_slice(tmp_path):
+def test_real_sst2_slice_learns_above_chance(tmp_path):
+    """150 steps of a new tiny model on 5000 rows of SST-2: the 1000 validation sentences are 52.2 % positive,
+    and the model gets 0.63-0.66 of them right (seeds 0 and 1; 0.53 after 40 steps, where it still says
+    "positive" to everything)."""
     tokenizer = tmp_path / "tokenizer"
     run(REPO_ROOT / "training" / "train_tokenizer.py", "--train_file", SHARED_DATA / "sst2" / "train.jsonl",
-        "--max_samples", 3000, "--output_dir", tokenizer, "--vocab_size", 1000,
+        "--max_train_samples", 3000, "--output_dir", tokenizer, "--vocab_size", 1000,
         "--num_sentinel_tokens", 10)  # fmt: skip
     run(SCRIPT, "--train_file", SHARED_DATA / "sst2" / "train.jsonl",
-        "--validation_file", SHARED_DATA / "sst2" / "validation.jsonl", "--max_train_samples", 2000,
-        "--max_eval_samples", 200, "--tokenizer_name", tokenizer, "--config_overrides", TINY_MODEL,
-        "--output_dir", tmp_path / "run", "--max_steps", 40, "--per_device_train_batch_size", 32,
-        "--learning_rate", 2e-3, *COMMON)  # fmt: skip
+        "--validation_file", SHARED_DATA / "sst2" / "validation.jsonl", "--max_train_samples", 5000,
+        "--tokenizer_name", tokenizer, "--config_overrides", TINY_MODEL, "--output_dir", tmp_path / "run",
+        "--max_steps", 150, "--per_device_train_batch_size", 32, "--learning_rate", 5e-3, *COMMON)  # fmt: skip
     results = json.loads((tmp_path / "run" / "all_results.json").read_text())
-    assert 0.0 <= results["eval_accuracy"] <= 1.0 and results["train_loss"] > 0
+    assert results["eval_accuracy"] >= 0.58, results  # chance (the majority class) is 0.522; 0.016 is one std

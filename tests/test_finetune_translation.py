@@ -7,7 +7,6 @@ The data is made here by `hf_scratch_transformer.demo_data` (English number word
 by `training/train_tokenizer.py`, once for the module. The scripts run as programs, as a user runs them.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -22,6 +21,8 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
 from hf_scratch_transformer.demo_data import make_demo_splits
+from hf_scratch_transformer.metrics import load_metric
+from training import finetune_translation as ft
 
 SCRIPT = REPO_ROOT / "training" / "finetune_translation.py"
 TOKENIZER_SCRIPT = REPO_ROOT / "training" / "train_tokenizer.py"
@@ -37,18 +38,6 @@ TINY_MODEL = (
 QUIET = ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu"]
 QUIET += ["--dataloader_pin_memory", "false"]
 MAX_TARGET_LENGTH = 32
-
-
-def load_script():
-    """Import the script as a module (`training/` is not a package; the script imports `script_utils` beside it)."""
-    sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("finetune_translation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ft = load_script()
 
 
 def command(*args) -> list[str]:
@@ -122,7 +111,7 @@ def new_model_run(demo):
         *["--output_dir", output_dir, "--max_steps", 50, "--per_device_train_batch_size", 32],
         *["--learning_rate", 1e-2, "--warmup_steps", 5, "--logging_steps", 10, "--max_eval_samples", 16],
         *["--predict_with_generate", "--num_beams", 2, "--max_target_length", MAX_TARGET_LENGTH],
-        *["--num_samples_to_write", 5, *QUIET],
+        *["--num_samples_to_write", 16, *QUIET],  # every validation row that is evaluated
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return output_dir
@@ -134,22 +123,32 @@ def test_new_model_loss_falls(new_model_run):
     assert losses[-1][1] < losses[0][1] - 1.0, losses  # about 5.5 -> 2.7 in 50 steps
 
 
+def samples(output_dir) -> list[dict]:
+    lines = (output_dir / ft.SAMPLES_FILE).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
 def test_results_hold_bleu_chrf_and_generated_length(new_model_run):
     results = read_json(new_model_run / "all_results.json")
     for key in ("eval_bleu", "eval_chrf", "eval_gen_len", "eval_loss", "train_loss"):
         assert math.isfinite(results[key]), (key, results)
-    assert 0.0 <= results["eval_bleu"] <= 100.0 and 0.0 <= results["eval_chrf"] <= 100.0
     assert results["eval_bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert results["eval_gen_len"] >= 1 and results["eval_gen_len"] <= MAX_TARGET_LENGTH
+    # The scores are those of the translations the evaluation made, which the samples file holds (all 16).
+    written = samples(new_model_run)
+    scores = load_metric("sacrebleu_chrf").compute(
+        predictions=[sample["hypothesis"] for sample in written],
+        references=[sample["reference"] for sample in written],
+    )
+    assert (results["eval_bleu"], results["eval_chrf"]) == pytest.approx((scores["bleu"], scores["chrf"]))
 
 
 def test_translation_samples_are_written(new_model_run, demo):
-    lines = (new_model_run / ft.SAMPLES_FILE).read_text(encoding="utf-8").splitlines()
-    samples = [json.loads(line) for line in lines]
-    assert len(samples) == 5
-    assert all(set(sample) == {"source", "reference", "hypothesis"} for sample in samples)
+    written = samples(new_model_run)
+    assert len(written) == 16
+    assert all(set(sample) == {"source", "reference", "hypothesis"} for sample in written)
     first = json.loads(open(demo.validation, encoding="utf-8").readline())["translation"]
-    assert (samples[0]["source"], samples[0]["reference"]) == (first["en"], first["de"])
+    assert (written[0]["source"], written[0]["reference"]) == (first["en"], first["de"])
 
 
 def test_output_dir_reloads_and_generates_with_the_saved_settings(new_model_run):
@@ -158,12 +157,16 @@ def test_output_dir_reloads_and_generates_with_the_saved_settings(new_model_run)
     assert model.config.vocab_size == len(tokenizer) == 400
     assert (model.generation_config.num_beams, model.generation_config.max_length) == (2, MAX_TARGET_LENGTH)
 
-    batch = tokenizer(["one hundred five", "four thousand twenty-one"], padding=True, return_tensors="pt")
+    # generate() with no settings, on the script's first batch of samples (8, its eval batch size): the reloaded
+    # model translates as the script did with the model it trained.
+    first_batch = samples(new_model_run)[:8]
+    batch = tokenizer([sample["source"] for sample in first_batch], padding=True, return_tensors="pt")
     with torch.no_grad():
         generated = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    assert generated.shape[0] == 2 and generated.shape[1] <= MAX_TARGET_LENGTH
+    assert generated.shape[1] <= MAX_TARGET_LENGTH
     assert (generated[:, 0] == model.config.decoder_start_token_id).all()
-    assert all(isinstance(text, str) for text in tokenizer.batch_decode(generated, skip_special_tokens=True))
+    translations = [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+    assert translations == [sample["hypothesis"] for sample in first_batch]
 
 
 def test_fine_tune_checkpoint_from_json_args_with_paper_schedule(new_model_run, demo, tmp_path):
@@ -293,7 +296,7 @@ def error_runs(demo):
     [
         ("no_translation_column", ["no column 'translation'", "'en'", "'de'"]),
         ("missing_language", ["--target_lang fr", "['de', 'en']"]),
-        ("learned_positions_too_short", ["--max_source_length 128", "max_position_embeddings (64)", "sinusoidal"]),
+        ("learned_positions_too_short", ["--max_source_length gives sequences of up to 128 tokens", "(64)"]),
         ("output_dir_holds_run", ["already holds a run", "--overwrite_output_dir"]),
         ("tokenizer_larger_than_vocab", ["The tokenizer has 400 tokens but the model's vocab_size is 50"]),
     ],
@@ -318,7 +321,7 @@ def test_multi30k_short_run_reports_bleu(tmp_path):
     tokenizer_dir = tmp_path / "tokenizer"
     result = subprocess.run(
         [sys.executable, str(TOKENIZER_SCRIPT), "--train_file", str(MULTI30K / "train.jsonl")]
-        + ["--max_samples", "2000", "--vocab_size", "1000", "--num_sentinel_tokens", "10"]
+        + ["--max_train_samples", "2000", "--vocab_size", "1000", "--num_sentinel_tokens", "10"]
         + ["--output_dir", str(tokenizer_dir)],
         capture_output=True,
         text=True,

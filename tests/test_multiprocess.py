@@ -21,17 +21,16 @@ from hf_scratch_transformer import (
     modeling_scratch_transformer,
 )
 from hf_scratch_transformer.demo_data import make_translation_dataset
+from training.launch import check_processes_see_each_other
+from training.model_loading import parse_config_overrides
 
 CONFIGS = REPO_ROOT / "training" / "accelerate_configs"
-sys.path.insert(0, str(REPO_ROOT / "training"))
-from script_utils import parse_config_overrides  # noqa: E402
 
 SCRIPTS = {
     "sentiment": [REPO_ROOT / "training" / "finetune_sentiment.py"],
     "translation": [REPO_ROOT / "training" / "finetune_translation.py", "--source_lang", "en", "--target_lang", "de"],
 }
-# `python -m accelerate.commands.accelerate_cli launch` is the `accelerate launch` command without relying on PATH;
-# its command line holds "launch", which the script reads to see how many processes were asked for.
+# `python -m accelerate.commands.accelerate_cli launch` is the `accelerate launch` command without relying on PATH.
 ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--main_process_port", "0"]
 # Dropout off: the two runs draw their masks from different RNG streams (one per process).
 TINY_MODEL = (
@@ -157,20 +156,48 @@ def test_two_cpu_processes_train_as_one_process_with_the_same_global_batch(scrip
 
 def test_accelerate_launch_cpu_with_two_processes_is_refused(sentiment, tmp_path):
     # `--cpu` makes accelerate start a single process, which would train alone and call itself the whole run.
+    # The flag is spelled `--num-processes=2` here: the check reads the environment, not the command line.
     completed = run(
         [
             *ACCELERATE_LAUNCH,
             "--cpu",
-            "--num_processes",
-            2,
+            "--num-processes=2",
             *script_arguments("sentiment", sentiment, tmp_path / "run", 8),
         ],
         check=False,
     )
     assert completed.returncode != 0
-    assert "asks for 2 processes, but they do not see each other" in completed.stderr, completed.stderr[-4000:]
+    assert "accelerate launch was asked for several processes but started one" in completed.stderr, completed.stderr
     assert "cpu_2proc.yaml" in completed.stderr
     assert not (tmp_path / "run").exists()
+
+
+ACCELERATE = {"ACCELERATE_MIXED_PRECISION": "no", "ACCELERATE_USE_CPU": "True"}
+RENDEZVOUS = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+
+
+@pytest.mark.parametrize(
+    ("environment", "world_size", "refused"),
+    [
+        ({}, 1, None),  # python script.py
+        (ACCELERATE, 1, None),  # accelerate launch --cpu (one process asked for)
+        ({**ACCELERATE, **RENDEZVOUS}, 1, "accelerate launch was asked for several processes but started one"),
+        ({**RENDEZVOUS, "WORLD_SIZE": "1", "RANK": "0"}, 1, None),  # torchrun --nproc_per_node 1
+        ({**ACCELERATE, **RENDEZVOUS, "WORLD_SIZE": "2", "RANK": "1"}, 2, None),  # cpu_2proc.yaml
+        ({**RENDEZVOUS, "WORLD_SIZE": "2", "RANK": "0"}, 1, "WORLD_SIZE asks for 2 processes, but they do not see"),
+    ],
+    ids=["plain", "accelerate one", "accelerate --cpu two", "torchrun one", "accelerate multi-cpu two", "no group"],
+)
+def test_launches_whose_processes_do_not_see_each_other_are_refused(monkeypatch, environment, world_size, refused):
+    for name in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT", *ACCELERATE):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    if refused is None:
+        check_processes_see_each_other(world_size)
+    else:
+        with pytest.raises(SystemExit, match=refused):
+            check_processes_see_each_other(world_size)
 
 
 def test_two_cpu_processes_train_a_lora_adapter_as_one_process(translation, tmp_path):

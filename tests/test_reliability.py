@@ -1,6 +1,7 @@
 """Runs that die: checkpoints appear only complete (AtomicTrainer), a killed run resumes to the weights of one that
 was never stopped, and the output-dir checks that keep runs from overwriting each other."""
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -11,21 +12,14 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, random_batch, tiny_config, toy_reviews, write_jsonl
 from safetensors.torch import load_file
-from transformers import Seq2SeqTrainingArguments
+from transformers import Seq2SeqTrainingArguments, Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
+from training import atomic_checkpoints, finetune_sentiment
+from training.atomic_checkpoints import STAGING_DIR_NAME, AtomicSeq2SeqTrainer, AtomicTrainer, publish_checkpoint
 
 TRAINING = REPO_ROOT / "training"
-sys.path.insert(0, str(TRAINING))
-import finetune_sentiment  # noqa: E402
-from script_utils import (  # noqa: E402
-    STAGING_DIR_NAME,
-    AtomicSeq2SeqTrainer,
-    AtomicTrainer,
-    publish_checkpoint,
-)
-
 SCRIPT = TRAINING / "finetune_sentiment.py"
 # Dropout stays at the config's default (0.1): a resume only matches if the RNG states are restored too.
 TINY_MODEL = (
@@ -124,6 +118,38 @@ def test_best_checkpoint_and_rotation_name_the_real_folders(tmp_path):
     assert not (tmp_path / STAGING_DIR_NAME).exists()
 
 
+def test_the_pinned_transformers_writes_every_checkpoint_into_the_staging_folder(tmp_path, monkeypatch):
+    """What AtomicCheckpointsMixin relies on, with the transformers version pyproject.toml allows: Trainer writes
+    each checkpoint where `_get_output_dir` says, and checkpoint-N appears only when it is published."""
+    published = []
+
+    def publish(staged: str, final: str) -> None:
+        published.append(
+            (Path(staged).name, sorted(path.name for path in Path(staged).iterdir()), Path(final).exists())
+        )
+        publish_checkpoint(staged, final)
+
+    monkeypatch.setattr(atomic_checkpoints, "publish_checkpoint", publish)
+    tiny_trainer(AtomicTrainer, tmp_path).train()
+    assert [name for name, _, _ in published] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    for _, files, final_existed in published:
+        assert CHECKPOINT_FILES <= set(files) and not final_existed
+
+
+def test_a_transformers_that_writes_checkpoints_in_place_stops_at_the_first_save(tmp_path, monkeypatch):
+    # As if a release no longer asked _get_output_dir where to write: the checkpoint goes straight to output_dir.
+    monkeypatch.setattr(AtomicTrainer, "_get_output_dir", Trainer._get_output_dir)
+    with pytest.raises(RuntimeError, match="saved checkpoint-2 without asking _get_output_dir.*would not be atomic"):
+        tiny_trainer(AtomicTrainer, tmp_path).train()
+
+
+def test_a_transformers_without_an_overridden_method_cannot_import_the_module(monkeypatch):
+    monkeypatch.delattr(Trainer, "_push_from_checkpoint")
+    spec = importlib.util.spec_from_file_location("atomic_checkpoints_again", atomic_checkpoints.__file__)
+    with pytest.raises(ImportError, match=r"Trainer has no \['_push_from_checkpoint'\]"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
 def test_publishing_a_step_saved_again_replaces_the_old_folder_whole(tmp_path):
     staged, final = tmp_path / STAGING_DIR_NAME / "checkpoint-3", tmp_path / "checkpoint-3"
     staged.mkdir(parents=True)
@@ -161,17 +187,17 @@ def script_arguments(sentiment: Path, output_dir: Path, *extra, steps: int = 30,
     ]  # fmt: skip
 
 
-def run_script(*arguments, program=SCRIPT) -> None:
+def run_script(*arguments) -> None:
     completed = subprocess.run(
-        [sys.executable, program, *map(str, arguments)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
+        [sys.executable, SCRIPT, *map(str, arguments)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
 
 
-def start_script(log: Path, *arguments, program=SCRIPT) -> subprocess.Popen:
+def start_script(log: Path, *arguments, program: tuple = (SCRIPT,)) -> subprocess.Popen:
     with open(log, "w") as file:  # a file, not a pipe: nobody reads while the test polls
         return subprocess.Popen(
-            [sys.executable, program, *map(str, arguments)], stdout=file, stderr=file, cwd=REPO_ROOT
+            [sys.executable, *program, *map(str, arguments)], stdout=file, stderr=file, cwd=REPO_ROOT
         )
 
 
@@ -209,11 +235,11 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_weights_of_an_uninterrup
     assert not (output_dir / STAGING_DIR_NAME).exists()
 
 
+# A program run by `python -c` from the checkout, which its first sys.path entry ("") then is.
 KILLED_IN_A_SAVE = """
-import os, signal, sys
-sys.path.insert(0, {training!r})
-import finetune_sentiment
-from script_utils import AtomicTrainer
+import os, signal
+from training import finetune_sentiment
+from training.atomic_checkpoints import AtomicTrainer
 
 save_optimizer_and_scheduler = AtomicTrainer._save_optimizer_and_scheduler
 
@@ -230,10 +256,9 @@ finetune_sentiment.main()
 
 
 def test_a_run_killed_inside_a_save_leaves_no_partial_checkpoint_and_resumes(sentiment, uninterrupted, tmp_path):
-    wrapper = tmp_path / "killed_in_a_save.py"
-    wrapper.write_text(KILLED_IN_A_SAVE.format(training=str(TRAINING)))
     output_dir, log = tmp_path / "run", tmp_path / "killed.log"
-    wait_until_killed(start_script(log, *script_arguments(sentiment, output_dir), program=wrapper), log)
+    program = ("-c", KILLED_IN_A_SAVE)
+    wait_until_killed(start_script(log, *script_arguments(sentiment, output_dir), program=program), log)
     assert checkpoints(output_dir) == ["checkpoint-5"]
     staged = output_dir / STAGING_DIR_NAME / "checkpoint-10"
     assert (staged / "model.safetensors").is_file() and not (staged / "optimizer.pt").exists()

@@ -3,7 +3,8 @@
 1. Generate a translation task with the package's own code: numbers written out in English, to German
    ("three hundred forty-two" -> "dreihundertzweiundvierzig"); held-out numbers are never seen in training.
 2. Train a byte-level BPE tokenizer on it (training/train_tokenizer.py).
-3. Train a small Transformer on it (training/finetune_translation.py, Seq2SeqTrainer).
+3. Train a small Transformer on it (training/finetune_translation.py, Seq2SeqTrainer), its evaluation scored with
+   the character-level BLEU that step 4 reports.
 4. Reload the result with AutoModelForSeq2SeqLM / AutoTokenizer, translate the held-out test numbers with beam
    search, and report exact match and character-level sacreBLEU (each German number is one word, which leaves
    word-level BLEU no 2-, 3- or 4-grams to count); print a few translations.
@@ -19,12 +20,14 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__:  # `python training/demo.py`: import from this checkout (see training/__init__)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hf_scratch_transformer.demo_data import make_demo_splits  # noqa: E402
-from hf_scratch_transformer.metrics import load_metric  # noqa: E402
+from hf_scratch_transformer.demo_data import make_demo_splits
+from hf_scratch_transformer.metrics import load_metric
 
 TRAINING = Path(__file__).resolve().parent
 # A model a fifth of the paper's width: enough for number words, small enough for two CPU cores. Pre-LN and
@@ -87,11 +90,12 @@ def main() -> None:
         "--overwrite_output_dir", "--max_steps", args.max_steps, "--per_device_train_batch_size", 64,
         "--learning_rate", 1e-3, "--warmup_steps", min(200, args.max_steps // 10),
         "--lr_scheduler_type", "inverse_sqrt", "--adam_beta2", 0.98, "--weight_decay", 0.0,
-        "--predict_with_generate", "--num_beams", 4, "--max_target_length", 32,
+        "--predict_with_generate", "--num_beams", 4, "--max_target_length", 32, "--bleu_tokenize", "char",
         "--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", max(10, args.max_steps // 16),
         "--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--seed", 0)  # fmt: skip
 
-    # 4. Reload with the Auto classes and translate the held-out test numbers.
+    # 4. Reload with the Auto classes and translate the held-out test numbers, with the beam search the run saved
+    # in generation_config.json (4 beams, max_length 32).
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()
     sources = [row["translation"]["en"] for row in splits["test"]]
@@ -100,8 +104,7 @@ def main() -> None:
     with torch.inference_mode():
         for first in range(0, len(sources), 64):
             batch = tokenizer(sources[first : first + 64], return_tensors="pt", padding=True)
-            ids = model.generate(**batch, num_beams=4, max_new_tokens=32)
-            hypotheses += tokenizer.batch_decode(ids, skip_special_tokens=True)
+            hypotheses += tokenizer.batch_decode(model.generate(**batch), skip_special_tokens=True)
     exact_match = sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(references)
     # Each German number is one word, so word 4-gram BLEU is 0 by construction: score characters instead.
     scores = load_metric("sacrebleu_chrf").compute(predictions=hypotheses, references=references, tokenize="char")

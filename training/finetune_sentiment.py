@@ -18,30 +18,25 @@ checkpoint named in `adapter_config.json`.
 """
 
 import logging
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+
+if not __package__:  # `python training/finetune_sentiment.py`: import from this checkout (see training/__init__)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np
-from script_utils import (
-    AtomicTrainer,
-    PeftArguments,
-    add_adapter,
-    load_model,
-    load_raw_datasets,
-    load_tokenizer,
-    push_run_to_hub,
-    require_columns,
-    save_results,
-    start_run,
-    tokenize_splits,
-)
-from transformers import (
-    AutoModelForSequenceClassification,
-    DataCollatorWithPadding,
-    TrainingArguments,
-    set_seed,
-)
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments, set_seed
 
 from hf_scratch_transformer.metrics import load_metric
+from training.adapters import add_adapter
+from training.arguments import DataArguments, ModelArguments, OutputDirArguments, PeftArguments, parse_arguments
+from training.atomic_checkpoints import AtomicTrainer
+from training.data import load_raw_datasets, require_columns, tokenize_splits
+from training.launch import check_processes_see_each_other
+from training.model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
+from training.output_dir import checkpoint_to_resume, refuse_used_output_dir_or_delete_its_checkpoints, save_results
+from training.push_to_hub import check_hub_token, push_trainer_run
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +52,19 @@ class SentimentArguments:
 
 
 def main() -> None:
-    model_args, data_args, task_args, training_args, resume_from, peft_args = start_run(
-        SentimentArguments, TrainingArguments, PeftArguments
+    # 0. The run: its flags, its processes, its folder (a checkpoint to resume, or a new run), the Hub token.
+    model_args, data_args, task_args, peft_args, output_args, training_args = parse_arguments(
+        ModelArguments, DataArguments, SentimentArguments, PeftArguments, OutputDirArguments, TrainingArguments
     )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    check_processes_see_each_other(training_args.world_size)
+    if training_args.world_size > 1 and training_args.ddp_find_unused_parameters is None:
+        training_args.ddp_find_unused_parameters = False  # every parameter gets a gradient: skip DDP's search
+    resume_from = checkpoint_to_resume(training_args.output_dir, training_args.resume_from_checkpoint)
+    if resume_from is None:
+        refuse_used_output_dir_or_delete_its_checkpoints(training_args.output_dir, output_args.overwrite_output_dir)
+    if training_args.push_to_hub:
+        check_hub_token(training_args.hub_token)
     set_seed(training_args.seed)
 
     # 1. Data: find the text and label columns, and the classes.
@@ -105,14 +110,7 @@ def main() -> None:
         id2label=dict(enumerate(label_names)),
         label2id=label_to_id,
     )
-    if (
-        task_args.max_source_length > model.config.max_position_embeddings
-        and model.config.position_embedding == "learned"
-    ):
-        raise SystemExit(
-            f"--max_source_length {task_args.max_source_length} is above the model's max_position_embeddings "
-            f"({model.config.max_position_embeddings}) for learned positions. Lower it."
-        )
+    check_lengths_fit_learned_positions(model.config, {"--max_source_length": task_args.max_source_length})
     model = add_adapter(model, peft_args, "SEQ_CLS", training_args)  # --peft: train an adapter and the head
 
     def preprocess(batch):
@@ -144,7 +142,7 @@ def main() -> None:
     if "validation" in tokenized:
         metrics.update(trainer.evaluate())
     save_results(trainer, tokenizer, metrics)
-    push_run_to_hub(trainer, model_args, data_args)
+    push_trainer_run(trainer, model_args.model_name_or_path, data_args.dataset_name)
     logger.info("Results: %s", metrics)
 
 

@@ -1,5 +1,5 @@
 """Train the scratch Transformer for translation, or fine-tune a checkpoint, with `Seq2SeqTrainer` (whose
-checkpoints appear only complete: `AtomicSeq2SeqTrainer` of script_utils).
+checkpoints appear only complete: `AtomicSeq2SeqTrainer` of training/atomic_checkpoints.py).
 
     python training/finetune_translation.py \
         --tokenizer_name runs/tokenizer --config_overrides "d_model=256,encoder_layers=3,decoder_layers=3" \
@@ -27,10 +27,11 @@ The paper's recipe (section 5), flag by flag:
   (Trainer's `--label_smoothing_factor` also works but replaces the model's loss with its own.)
 
 Evaluation with `--predict_with_generate` decodes with beam search (`--num_beams`, 4 as in the paper) and
-reports corpus sacreBLEU and chrF of the detokenized text (the project's own `evaluate` module, offline), and
-the mean generated length. The run's `generation_config.json` keeps `--num_beams` and `max_length` =
-`--max_target_length`, so `generate()` on the reloaded model decodes the same way; `translation_samples.jsonl`
-holds the first `--num_samples_to_write` validation sources with their references and translations.
+reports corpus sacreBLEU (tokenized by `--bleu_tokenize`) and chrF of the detokenized text (the project's own
+`evaluate` module, offline), and the mean generated length. The run's `generation_config.json` keeps
+`--num_beams` and `max_length` = `--max_target_length`, so `generate()` on the reloaded model decodes the same
+way; `translation_samples.jsonl` holds the first `--num_samples_to_write` validation sources with their
+references and translations.
 
 `--peft lora|prefix|prompt` fine-tunes a checkpoint (`--model_name_or_path`) through a PEFT adapter: the
 checkpoint stays frozen, only the adapter is saved, evaluation and the samples go through it, and
@@ -40,34 +41,28 @@ checkpoint stays frozen, only the adapter is saved, evaluation and the samples g
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+if not __package__:  # `python training/finetune_translation.py`: import from this checkout (see training/__init__)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import datasets
 import numpy as np
 import torch
-from script_utils import (
-    AtomicSeq2SeqTrainer,
-    PeftArguments,
-    add_adapter,
-    load_model,
-    load_raw_datasets,
-    load_tokenizer,
-    push_run_to_hub,
-    require_columns,
-    save_results,
-    start_run,
-    tokenize_splits,
-)
 from torch.optim.lr_scheduler import LambdaLR
-from transformers import (
-    AutoModelForSeq2SeqLM,
-    DataCollatorForSeq2Seq,
-    Seq2SeqTrainingArguments,
-    set_seed,
-)
+from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, set_seed
 
 from hf_scratch_transformer.metrics import load_metric
+from training.adapters import add_adapter
+from training.arguments import DataArguments, ModelArguments, OutputDirArguments, PeftArguments, parse_arguments
+from training.atomic_checkpoints import AtomicSeq2SeqTrainer
+from training.data import load_raw_datasets, require_columns, tokenize_splits
+from training.launch import check_processes_see_each_other
+from training.model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
+from training.output_dir import checkpoint_to_resume, refuse_used_output_dir_or_delete_its_checkpoints, save_results
+from training.push_to_hub import check_hub_token, push_trainer_run
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +102,13 @@ class TranslationArguments:
     )
     num_samples_to_write: int = field(
         default=20, metadata={"help": f"Validation translations to write to {SAMPLES_FILE} (0: none)."}
+    )
+    bleu_tokenize: str = field(
+        default="13a",
+        metadata={
+            "help": "sacreBLEU's tokenization for BLEU: 13a (the WMT standard) for text in words; char where a "
+            "sentence is one or two words (word BLEU then has no 2- to 4-grams to count: it is 0); intl, zh, ..."
+        },
     )
 
 
@@ -172,9 +174,20 @@ def translate(model, tokenizer, sources: list[str], max_source_length: int, batc
 
 
 def main() -> None:
-    model_args, data_args, task_args, training_args, resume_from, peft_args = start_run(
-        TranslationArguments, Seq2SeqTrainingArguments, PeftArguments
-    )
+    # 0. The run: its flags, its processes, its folder (a checkpoint to resume, or a new run), the Hub token.
+    model_args, data_args, task_args, peft_args, output_args, training_args = parse_arguments(
+        ModelArguments, DataArguments, TranslationArguments, PeftArguments, OutputDirArguments,
+        Seq2SeqTrainingArguments,
+    )  # fmt: skip
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    check_processes_see_each_other(training_args.world_size)
+    if training_args.world_size > 1 and training_args.ddp_find_unused_parameters is None:
+        training_args.ddp_find_unused_parameters = False  # every parameter gets a gradient: skip DDP's search
+    resume_from = checkpoint_to_resume(training_args.output_dir, training_args.resume_from_checkpoint)
+    if resume_from is None:
+        refuse_used_output_dir_or_delete_its_checkpoints(training_args.output_dir, output_args.overwrite_output_dir)
+    if training_args.push_to_hub:
+        check_hub_token(training_args.hub_token)
     if task_args.paper_schedule:
         if training_args.warmup_steps <= 0:
             raise SystemExit("--paper_schedule needs --warmup_steps above 0 (the paper: 4000).")
@@ -218,18 +231,14 @@ def main() -> None:
         if not 0.0 <= task_args.label_smoothing < 1.0:
             raise SystemExit(f"--label_smoothing must be in [0, 1), got {task_args.label_smoothing}.")
         model.config.label_smoothing = task_args.label_smoothing
-    if model.config.position_embedding == "learned":
-        for flag, length in (
-            ("--max_source_length", task_args.max_source_length),
-            ("--max_target_length", task_args.max_target_length),
-            ("--generation_max_length", training_args.generation_max_length),
-        ):
-            if length > model.config.max_position_embeddings:
-                raise SystemExit(
-                    f"{flag} {length} is above the model's max_position_embeddings "
-                    f"({model.config.max_position_embeddings}), the number of learned positions. Lower it (sinusoidal "
-                    "positions, position_embedding=sinusoidal, extend past max_position_embeddings)."
-                )
+    check_lengths_fit_learned_positions(
+        model.config,
+        {
+            "--max_source_length": task_args.max_source_length,
+            "--max_target_length": task_args.max_target_length,
+            "--generation_max_length": training_args.generation_max_length,
+        },
+    )
     model.generation_config.num_beams = training_args.generation_num_beams
     model.generation_config.max_length = training_args.generation_max_length  # saved with the run
     model = add_adapter(model, peft_args, "SEQ_2_SEQ_LM", training_args)  # --peft: train an adapter only
@@ -261,7 +270,7 @@ def main() -> None:
         labels = np.where(prediction.label_ids != -100, prediction.label_ids, tokenizer.pad_token_id)
         hypotheses = [text.strip() for text in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
         references = [text.strip() for text in tokenizer.batch_decode(labels, skip_special_tokens=True)]
-        result = metric.compute(predictions=hypotheses, references=references)
+        result = metric.compute(predictions=hypotheses, references=references, tokenize=task_args.bleu_tokenize)
         signatures.update(bleu_signature=result["bleu_signature"], chrf_signature=result["chrf_signature"])
         # Tokens generated per sentence, </s> included; column 0 is the decoder start token generate() puts first.
         generated = np.count_nonzero(predictions[:, 1:] != tokenizer.pad_token_id, axis=1)
@@ -303,7 +312,7 @@ def main() -> None:
         logger.info("Wrote %d translations to %s", len(sources), path)
 
     # 6. The run and its card (which quotes a few of these translations) to the Hub, with --push_to_hub.
-    push_run_to_hub(trainer, model_args, data_args)
+    push_trainer_run(trainer, model_args.model_name_or_path, data_args.dataset_name)
 
 
 if __name__ == "__main__":

@@ -32,22 +32,15 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+if not __package__:  # `python training/pretrain.py`: import from this checkout (see training/__init__)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import datasets
 import numpy as np
-from script_utils import (
-    DATA_FILE_BUILDERS,
-    AtomicTrainer,
-    DataArguments,
-    load_model,
-    load_raw_datasets,
-    load_tokenizer,
-    push_run_to_hub,
-    save_results,
-    start_run,
-)
 from transformers import AutoModelForSeq2SeqLM, TrainingArguments, set_seed
 
 from hf_scratch_transformer.data_collators import (
@@ -55,6 +48,13 @@ from hf_scratch_transformer.data_collators import (
     DataCollatorForTextInfilling,
     compute_input_and_target_lengths,
 )
+from training.arguments import DataArguments, ModelArguments, OutputDirArguments, parse_arguments
+from training.atomic_checkpoints import AtomicTrainer
+from training.data import column_names, load_raw_datasets, require_columns
+from training.launch import check_processes_see_each_other
+from training.model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
+from training.output_dir import checkpoint_to_resume, refuse_used_output_dir_or_delete_its_checkpoints, save_results
+from training.push_to_hub import check_hub_token, push_trainer_run
 
 logger = logging.getLogger(__name__)
 
@@ -87,39 +87,20 @@ class PretrainArguments:
     )
 
 
-def load_text(data_args: DataArguments, streaming: bool) -> dict:
-    """The train split (a stream with `streaming`) and the validation split, if any, in memory."""
-    if not streaming:
-        return dict(load_raw_datasets(data_args))
-    if data_args.dataset_name is not None:
-        raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name, streaming=True)
-    else:
-        files = {"train": data_args.train_file, "validation": data_args.validation_file}
-        files = {split: path for split, path in files.items() if path is not None}
-        if "train" not in files:
-            raise SystemExit("No data: pass --dataset_name, or --train_file (and --validation_file).")
-        suffixes = {Path(path).suffix.lower() for path in files.values()}
-        for split, path in files.items():
-            if Path(path).suffix.lower() not in DATA_FILE_BUILDERS:
-                raise SystemExit(f"--{split}_file {path}: unknown extension; use one of {sorted(DATA_FILE_BUILDERS)}.")
-            if not Path(path).is_file():
-                raise SystemExit(f"--{split}_file {path}: no such file.")
-        if len({DATA_FILE_BUILDERS[suffix] for suffix in suffixes}) > 1:
-            raise SystemExit(f"The data files must share one format, got {sorted(suffixes)}.")
-        raw = datasets.load_dataset(DATA_FILE_BUILDERS[suffixes.pop()], data_files=files, streaming=True)
-    raw = dict(raw)
-    if data_args.max_train_samples is not None:
-        raw["train"] = raw["train"].take(data_args.max_train_samples)
-    if "validation" in raw:  # evaluation reads all of it each time anyway: hold it in memory
-        validation = raw["validation"]
-        if data_args.max_eval_samples is not None:
-            validation = validation.take(data_args.max_eval_samples)
-        raw["validation"] = datasets.Dataset.from_list(list(validation))
-    return raw
-
-
 def main() -> None:
-    model_args, data_args, pretrain_args, training_args, resume_from = start_run(PretrainArguments, TrainingArguments)
+    # 0. The run: its flags, its processes, its folder (a checkpoint to resume, or a new run), the Hub token.
+    model_args, data_args, pretrain_args, output_args, training_args = parse_arguments(
+        ModelArguments, DataArguments, PretrainArguments, OutputDirArguments, TrainingArguments
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    check_processes_see_each_other(training_args.world_size)
+    if training_args.world_size > 1 and training_args.ddp_find_unused_parameters is None:
+        training_args.ddp_find_unused_parameters = False  # every parameter gets a gradient: skip DDP's search
+    resume_from = checkpoint_to_resume(training_args.output_dir, training_args.resume_from_checkpoint)
+    if resume_from is None:
+        refuse_used_output_dir_or_delete_its_checkpoints(training_args.output_dir, output_args.overwrite_output_dir)
+    if training_args.push_to_hub:
+        check_hub_token(training_args.hub_token)
     if pretrain_args.streaming and training_args.max_steps <= 0:
         raise SystemExit(
             "--streaming reads the text as a stream of unknown length, so the Trainer cannot tell how many steps "
@@ -148,25 +129,16 @@ def main() -> None:
             chunk_length, target_length = max_length - 1, max_length  # room for </s>; masking only shortens
     except ValueError as error:
         raise SystemExit(f"--objective {pretrain_args.objective}: {error}") from error
-    if max(max_length, target_length) > model.config.max_position_embeddings and (
-        model.config.position_embedding == "learned"
-    ):
-        raise SystemExit(
-            f"--max_seq_length {max_length} gives sequences of up to {max(max_length, target_length)} tokens, more "
-            f"than the model's max_position_embeddings ({model.config.max_position_embeddings}) for learned "
-            "positions. Lower it."
-        )
+    check_lengths_fit_learned_positions(model.config, {"--max_seq_length": max(max_length, target_length)})
     logger.info(
         "%s: chunks of %d tokens -> inputs of <= %d, targets of <= %d (noise %.2f, spans %.1f)",
         pretrain_args.objective, chunk_length, max_length, target_length, density, span_length,
     )  # fmt: skip
 
     # 2. Data: tokenize, join with </s>, cut into chunks of chunk_length tokens.
-    raw = load_text(data_args, pretrain_args.streaming)
+    raw = load_raw_datasets(data_args, streaming=pretrain_args.streaming)
     text_column, eos = pretrain_args.text_column, tokenizer.eos_token_id
-    columns = raw["train"].column_names or list(next(iter(raw["train"]), {}))  # a stream may not name them
-    if text_column not in columns:
-        raise SystemExit(f"The data has no column {text_column!r}; it has {columns}. Set --text_column.")
+    require_columns(raw["train"], [text_column], "Set --text_column.")
 
     def tokenize_and_pack(batch: dict) -> dict:
         ids = []
@@ -179,7 +151,9 @@ def main() -> None:
 
     def pack(dataset):
         if isinstance(dataset, datasets.IterableDataset):
-            return dataset.map(tokenize_and_pack, batched=True, batch_size=PACKING_BATCH_SIZE, remove_columns=columns)
+            return dataset.map(
+                tokenize_and_pack, batched=True, batch_size=PACKING_BATCH_SIZE, remove_columns=column_names(dataset)
+            )
         packed = dataset.map(
             tokenize_and_pack,
             batched=True,
@@ -232,7 +206,7 @@ def main() -> None:
     if validation is not None:
         metrics.update(trainer.evaluate())
     save_results(trainer, tokenizer, metrics)
-    push_run_to_hub(trainer, model_args, data_args)
+    push_trainer_run(trainer, model_args.model_name_or_path, data_args.dataset_name)
     if trainer.is_world_process_zero():
         curve = [{"step": log["step"], "loss": log["loss"]} for log in trainer.state.log_history if "loss" in log]
         with open(os.path.join(training_args.output_dir, "loss_curve.json"), "w") as file:

@@ -17,15 +17,18 @@ Every training script does the same at the end with `--push_to_hub --hub_model_i
 
 import argparse
 import fnmatch
+import os
 import sys
 from pathlib import Path
+
+if not __package__:  # `python training/push_to_hub.py`: import `training` from this checkout (see its __init__)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import httpx2
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # model_card.py, beside this script
-from model_card import CURVES_FILE, make_model_card, read_json, run_kind, training_curves_svg  # noqa: E402
+from training.model_card import CURVES_FILE, make_model_card, read_json, run_kind, training_curves_svg
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "hf_scratch_transformer"
 REMOTE_CODE_FILES = ["configuration_scratch_transformer.py", "modeling_scratch_transformer.py"]
@@ -141,6 +144,44 @@ def push_run(
     except (HfHubHTTPError, httpx2.TransportError, ConnectionError, RuntimeError) as error:
         raise PushError(explain(error, api.endpoint)) from error
     return commit.oid
+
+
+def check_hub_token(token: str | None) -> None:
+    """A training script's --push_to_hub: stop before training, not after, when there is no token or the Hub
+    rejects it."""
+    try:
+        api = HfApi(token=require_token(token))
+        try:
+            api.whoami()
+        except Exception as error:  # rejected, or unreachable: explain() tells which
+            raise PushError(explain(error, api.endpoint)) from error
+    except PushError as error:
+        raise SystemExit(f"--push_to_hub: {error}") from None
+
+
+def push_trainer_run(trainer, model_name_or_path: str | None, dataset_name: str | None) -> None:
+    """A training script's --push_to_hub, at its end: Trainer has pushed its own files (at each save, and in
+    save_model with its own card); wait for those pushes, then commit what `push_run` pushes, with our card. The
+    repo ends as this script leaves it; Trainer's extra files (training_args.bin, its card) are replaced or
+    deleted."""
+    if not trainer.args.push_to_hub or not trainer.is_world_process_zero():
+        return
+    if trainer.push_in_progress is not None:
+        trainer.push_in_progress.wait_until_done()
+    # The card's base_model is a Hub id; a local folder would mean nothing on the Hub.
+    base_model = model_name_or_path if model_name_or_path and not os.path.exists(model_name_or_path) else None
+    try:
+        push_run(
+            trainer.args.output_dir,
+            trainer.hub_model_id,
+            revision=trainer.args.hub_revision,
+            token=trainer.args.hub_token,
+            datasets=[dataset_name] if dataset_name else None,
+            base_model=base_model,
+            commit_message="End of training",
+        )
+    except PushError as error:
+        raise SystemExit(f"--push_to_hub: {error} The run is saved in {trainer.args.output_dir}.") from None
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ tokenizer that `AutoTokenizer.from_pretrained` loads.
 
 Examples:
 
-    # a local file: .json / .jsonl (one JSON object a line), .csv, or .txt (one text a line)
+    # a local file: .json / .jsonl (one JSON object a line), .csv, or .txt (one text a line), each also as .gz
     python training/train_tokenizer.py --train_file ../shared/data/multi30k/train.jsonl --output_dir tokenizer/
 
     # a Hub dataset with a `translation` column ({"de": ..., "en": ...}): both sides train one shared vocabulary
@@ -14,8 +14,10 @@ Examples:
     # every argument from one file
     python training/train_tokenizer.py tokenizer_args.yaml
 
-Which columns are read: `--text_columns` if given; otherwise a `translation` column (the Hub's convention for
-parallel data, a dict of language -> text) on all its languages or on `--languages`; otherwise every string column.
+The data flags are those of every training script (`--dataset_name`, `--train_file`, `--max_train_samples`, ...,
+read by training/data.py); the tokenizer trains on the train split. Which columns are read: `--text_columns` if
+given; otherwise a `translation` column (the Hub's convention for parallel data, a dict of language -> text) on all
+its languages or on `--languages`; otherwise every string column.
 
 Two subword models (`--tokenizer_type`):
 
@@ -41,16 +43,22 @@ pretraining. Every encoded sequence ends with `</s>` (a pair: `A </s> B </s>`); 
 """
 
 import logging
-import os
 import sys
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+
+if not __package__:  # `python training/train_tokenizer.py`: import from this checkout (see training/__init__)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import datasets
 import pyarrow as pa
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import HfArgumentParser, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
+
+from training.arguments import DataArguments, parse_arguments
+from training.data import load_raw_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +66,6 @@ logger = logging.getLogger(__name__)
 PAD, BOS, EOS, UNK, MASK = "<pad>", "<s>", "</s>", "<unk>", "<mask>"
 NAMED_SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, MASK)
 TOKENIZER_TYPES = ("bpe", "unigram")
-LOADERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".txt": "text"}  # file extension -> datasets loader
 TRANSLATION_COLUMN = "translation"
 
 # Characters the Unigram model keeps even when the training text lacks them, so that held-out English, German or
@@ -75,22 +82,9 @@ UNIGRAM_SEED_ALPHABET = [
 
 
 @dataclass
-class DataArguments:
-    """Where the text comes from."""
+class TextArguments:
+    """Which texts of the data to train on, and how to read them."""
 
-    dataset_name: str | None = field(
-        default=None, metadata={"help": "Name of a dataset on the Hub (datasets.load_dataset), e.g. `wmt16`."}
-    )
-    dataset_config_name: str | None = field(
-        default=None, metadata={"help": "Configuration of the Hub dataset, e.g. `de-en`."}
-    )
-    dataset_split: str = field(default="train", metadata={"help": "Split to read."})
-    train_file: str | None = field(
-        default=None,
-        metadata={
-            "help": f"A local file instead of a Hub dataset; its extension picks the loader: {sorted(LOADERS)}."
-        },
-    )
     text_columns: str | None = field(
         default=None,
         metadata={
@@ -102,19 +96,9 @@ class DataArguments:
         default=None,
         metadata={"help": "Comma-separated languages of a `translation` column to read, e.g. `en,de`. Default: all."},
     )
-    max_samples: int | None = field(
-        default=None, metadata={"help": "Read only the first this many rows (for quick runs and tests)."}
-    )
     streaming: bool = field(
-        default=False, metadata={"help": "Stream the dataset instead of downloading and caching it whole."}
+        default=False, metadata={"help": "Read the data as a stream instead of downloading and caching it whole."}
     )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where `datasets` caches what it loads."})
-
-    def __post_init__(self):
-        if (self.dataset_name is None) == (self.train_file is None):
-            raise ValueError("Give exactly one of `--dataset_name` (a Hub dataset) and `--train_file` (a local file).")
-        if self.max_samples is not None and self.max_samples <= 0:
-            raise ValueError(f"`--max_samples` must be a positive number of rows, got {self.max_samples}.")
 
 
 @dataclass
@@ -186,70 +170,15 @@ def check_vocab_size(tokenizer_type: str, vocab_size: int, num_sentinel_tokens: 
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# Data: load the dataset, choose its text columns, and read the texts
+# Data (loaded by training/data.py): choose its text columns, and read the texts
 # -----------------------------------------------------------------------------------------------------------------
-
-
-def load_raw_dataset(data_args: DataArguments) -> datasets.Dataset | datasets.IterableDataset:
-    """One split of a Hub dataset or of a local file, cut to `max_samples` rows."""
-    if data_args.dataset_name is not None:
-        dataset = datasets.load_dataset(
-            data_args.dataset_name,
-            data_args.dataset_config_name,
-            split=data_args.dataset_split,
-            streaming=data_args.streaming,
-            cache_dir=data_args.cache_dir,
-        )
-    else:
-        path = data_args.train_file
-        extension = os.path.splitext(path)[1].lower()
-        if extension not in LOADERS:
-            raise ValueError(
-                f"`--train_file {path}`: cannot tell how to read a '{extension}' file. Use one of the extensions "
-                f"{sorted(LOADERS)} (JSON Lines, CSV with a header, or plain text with one text a line)."
-            )
-        if not os.path.isfile(path):
-            raise ValueError(f"`--train_file {path}` does not exist (or is not a file). Check the path.")
-        if os.path.getsize(path) == 0:
-            raise ValueError(f"`--train_file {path}` is empty: there is no text to train on.")
-        try:
-            dataset = datasets.load_dataset(
-                LOADERS[extension],
-                data_files={"train": path},
-                split="train",
-                streaming=data_args.streaming,
-                cache_dir=data_args.cache_dir,
-            )
-        except Exception as error:  # datasets wraps a parse error in DatasetGenerationError; say which file failed
-            cause = error.__cause__ or error
-            if "corresponds to no data" in str(cause):  # what datasets says when a file holds no rows
-                raise ValueError(
-                    f"`--train_file {path}` has no rows (a CSV header only, or blank lines): no text to train on."
-                ) from error
-            raise ValueError(
-                f"Could not read `--train_file {path}` with the '{LOADERS[extension]}' loader "
-                f"({type(cause).__name__}: {cause}). Check that the file is valid {extension[1:].upper()}, e.g. "
-                "JSON Lines hold one JSON object a line and a CSV file starts with a header row."
-            ) from error
-
-    if data_args.max_samples is not None:
-        if isinstance(dataset, datasets.IterableDataset):
-            dataset = dataset.take(data_args.max_samples)
-        else:
-            dataset = dataset.select(range(min(data_args.max_samples, len(dataset))))
-    return dataset
 
 
 def dataset_features(dataset: datasets.Dataset | datasets.IterableDataset) -> datasets.Features:
     """The column types; a stream whose types are not declared is typed from its first row."""
-    if isinstance(dataset, datasets.Dataset) and len(dataset) == 0:
-        raise ValueError("The dataset has no rows: there is no text to train on. Check the file or split.")
     if dataset.features is not None:
         return dataset.features
-    first_row = next(iter(dataset), None)
-    if first_row is None:
-        raise ValueError("The dataset has no rows: there is no text to train on. Check the file or split.")
-    return datasets.Features.from_arrow_schema(pa.Table.from_pylist([first_row]).schema)
+    return datasets.Features.from_arrow_schema(pa.Table.from_pylist([next(iter(dataset))]).schema)
 
 
 def is_text(feature) -> bool:
@@ -269,7 +198,7 @@ def text_fields(
     features: datasets.Features, text_columns: list[str] | None = None, languages: list[str] | None = None
 ) -> list[tuple[str, str | None]]:
     """Where the texts are: `(column, None)` for a string column, `(column, language)` for one side of a
-    translation column. Raises a `ValueError` that lists the columns when the asked-for ones are not there."""
+    translation column. Stops with a message that lists the columns when the asked-for ones are not there."""
     columns = list(features)
     if text_columns is None:
         if TRANSLATION_COLUMN in features:
@@ -277,7 +206,7 @@ def text_fields(
         else:
             text_columns = [name for name in columns if is_text(features[name])]
             if not text_columns:
-                raise ValueError(
+                raise SystemExit(
                     f"The dataset has no string column to read text from; its columns are {columns}. "
                     "Name the text with `--text_columns`."
                 )
@@ -285,7 +214,7 @@ def text_fields(
     fields, used_translation = [], False
     for column in text_columns:
         if column not in features:
-            raise ValueError(
+            raise SystemExit(
                 f"Text column '{column}' is not in the dataset; its columns are {columns}. "
                 "Pass some of them with `--text_columns` (comma-separated)."
             )
@@ -295,20 +224,20 @@ def text_fields(
             continue
         column_languages = translation_languages(feature)
         if column_languages is None:
-            raise ValueError(
+            raise SystemExit(
                 f"Column '{column}' holds {feature}, not text. Choose string columns with `--text_columns`; "
                 f"the dataset's columns are {columns}."
             )
         used_translation = True
         for language in languages or column_languages:
             if language not in column_languages:
-                raise ValueError(
+                raise SystemExit(
                     f"Language '{language}' is not in column '{column}', which holds {column_languages}. "
                     "Fix `--languages`."
                 )
             fields.append((column, language))
     if languages and not used_translation:
-        raise ValueError(
+        raise SystemExit(
             f"`--languages {','.join(languages)}` applies to a translation column, but the columns read "
             f"({text_columns}) hold plain text. Drop `--languages` or read a translation column."
         )
@@ -403,30 +332,18 @@ def to_transformers(
     )
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, TokenizerArguments]:
-    """From the command line, or from a single .json / .yaml file that holds every argument."""
-    parser = HfArgumentParser((DataArguments, TokenizerArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
-
-
 def main(argv: list[str] | None = None) -> PreTrainedTokenizerFast:
-    data_args, tokenizer_args = parse_args(argv)
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO
-    )
-    dataset = load_raw_dataset(data_args)
+    """Train, save and return the tokenizer; `argv`: the flags, default the command line."""
+    data_args, text_args, tokenizer_args = parse_arguments(DataArguments, TextArguments, TokenizerArguments, argv=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    dataset = load_raw_datasets(data_args, streaming=text_args.streaming)["train"]
     fields = text_fields(
-        dataset_features(dataset), split_names(data_args.text_columns), split_names(data_args.languages)
+        dataset_features(dataset), split_names(text_args.text_columns), split_names(text_args.languages)
     )
     sample = next(text_iterator(dataset, fields), None)
     if sample is None:
-        raise ValueError(
-            f"The dataset has rows but no text: every value of {fields} is empty or blank. Check the columns."
+        raise SystemExit(
+            f"The data has rows but no text: every value of {fields} is empty or blank. Check the columns."
         )
     logger.info(
         "Training a %s tokenizer on %s",

@@ -1,0 +1,1 @@
+"""Speed and quality measurements of the model, with their results; each script also runs by path."""

@@ -1,0 +1,35 @@
+"""The check that the processes a launcher started form one process group. Processes that do not would each train
+alone and write one --output_dir; one process started where several were asked for trains another global batch
+than the one asked for, without a word."""
+
+import os
+
+
+def check_processes_see_each_other(world_size: int) -> None:
+    """Refuse a launch whose processes do not see each other. Call it after TrainingArguments exist: they set up
+    the process group, and `world_size` is its size.
+
+    Two launches do that. A torchrun whose rendezvous failed starts several processes that each think they are
+    alone; WORLD_SIZE, which every launcher of a process group sets (torchrun, and accelerate's multi-GPU launcher,
+    which is torchrun), says how many there should be. And accelerate's simple launcher, which `accelerate launch
+    --cpu` (or a machine without GPUs) uses, runs the script once whatever --num_processes or the config file
+    says. The one sign of that in the process's environment, however the command was spelled: asked for more than
+    one process it sets MASTER_ADDR, the address of a process group, but no WORLD_SIZE. (ACCELERATE_MIXED_PRECISION,
+    which every accelerate launcher sets, says accelerate started the process.)
+    """
+    asked = int(os.environ.get("WORLD_SIZE", "1"))
+    if asked > 1 and asked != world_size:
+        raise SystemExit(
+            f"WORLD_SIZE asks for {asked} processes, but they do not see each other (this one sees {world_size}). "
+            "Check the launcher's rendezvous (on CPUs: torchrun --nproc_per_node N ... --use_cpu)."
+        )
+    started_alone_by_accelerate = (
+        "ACCELERATE_MIXED_PRECISION" in os.environ and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ
+    )
+    if started_alone_by_accelerate and world_size == 1:
+        raise SystemExit(
+            "accelerate launch was asked for several processes but started one: --cpu (or a machine without GPUs) "
+            "runs the script once. On CPUs use --config_file training/accelerate_configs/cpu_2proc.yaml (or "
+            "`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N`), or `torchrun --nproc_per_node "
+            "N` with --use_cpu. (Meant one process? Then MASTER_ADDR came from your shell: unset it.)"
+        )

@@ -1,0 +1,85 @@
+"""The tokenizer and the model a run starts from: a checkpoint to fine-tune, or a new model sized to the tokenizer,
+and the check that the lengths a run asks for fit a model with learned positions."""
+
+import json
+
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+
+import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
+from training.arguments import ModelArguments
+
+
+def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
+    source = model_args.tokenizer_name or model_args.model_name_or_path
+    if source is None:
+        raise SystemExit(
+            "No tokenizer: pass --tokenizer_name (a folder made by training/train_tokenizer.py) or "
+            "--model_name_or_path of a run that saved one."
+        )
+    return AutoTokenizer.from_pretrained(source)
+
+
+def parse_config_overrides(overrides: str | None) -> dict:
+    """ "d_model=256,dropout=0.1,normalize_before=true" -> {"d_model": 256, "dropout": 0.1, ...}."""
+    values = {}
+    for item in (overrides or "").split(","):
+        if not item.strip():
+            continue
+        key, separator, text = item.partition("=")
+        if not separator:
+            raise SystemExit(f"--config_overrides: {item!r} is not key=value.")
+        try:
+            values[key.strip()] = json.loads(
+                text.strip().lower() if text.strip().lower() in ("true", "false") else text
+            )
+        except json.JSONDecodeError:
+            values[key.strip()] = text.strip()  # a string such as position_embedding=learned
+    return values
+
+
+def load_model(model_class, model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, **config_kwargs):
+    """A checkpoint to fine-tune, or a new model whose vocabulary and special tokens are the tokenizer's."""
+    kwargs = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+    if model_args.model_name_or_path is not None:
+        model = model_class.from_pretrained(model_args.model_name_or_path, **config_kwargs, **kwargs)
+    else:
+        config_source = model_args.config_name
+        config = (
+            AutoConfig.from_pretrained(config_source) if config_source else AutoConfig.for_model("scratch_transformer")
+        )
+        special_tokens = {
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "decoder_start_token_id": tokenizer.bos_token_id,
+        }
+        for key, value in {
+            **special_tokens,
+            **config_kwargs,
+            **parse_config_overrides(model_args.config_overrides),
+        }.items():
+            setattr(config, key, value)
+        config = config.__class__(**config.to_dict())  # validates the overridden values
+        model = model_class.from_config(config, **kwargs)
+    if len(tokenizer) > model.config.vocab_size:
+        raise SystemExit(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}: "
+            "ids past the vocabulary cannot be embedded. Use the tokenizer the model was trained with."
+        )
+    return model
+
+
+def check_lengths_fit_learned_positions(config: PretrainedConfig, lengths: dict[str, int]) -> None:
+    """Learned positions stop at max_position_embeddings. The model says so itself, but only when a sequence that
+    long arrives, which may be hours into training or at the first evaluation: check the longest sequence each
+    flag allows (`lengths`: flag -> tokens) before anything runs."""
+    if config.position_embedding != "learned":
+        return
+    for flag, length in lengths.items():
+        if length > config.max_position_embeddings:
+            raise SystemExit(
+                f"{flag} gives sequences of up to {length} tokens, more than the model's max_position_embeddings "
+                f"({config.max_position_embeddings}), the number of learned positions. Lower it (sinusoidal "
+                "positions, position_embedding=sinusoidal, extend past max_position_embeddings)."
+            )
