@@ -3,9 +3,13 @@ with one clear message that names the problem and the fix, before it reaches tor
 reasonable, it is handled as the user meant (and the test says why). The command-line catalogue of the same kind
 lives beside each script's tests."""
 
+import importlib
+import re
+import sys
+
 import pytest
 import torch
-from conftest import EOS, VOCAB_SIZE, random_batch, tiny_config
+from conftest import EOS, VOCAB_SIZE, random_batch, tiny_config, word_level_tokenizer, write_jsonl
 from transformers import AutoModelForSeq2SeqLM
 
 from hf_scratch_transformer import (
@@ -145,3 +149,102 @@ def test_config_class_checks_apply_to_a_loaded_config_json(tmp_path):
     path.write_text(path.read_text().replace('"pad_token_id": 0', f'"pad_token_id": {VOCAB_SIZE + 1}'))
     with pytest.raises(ValueError, match=r"`pad_token_id` is 100, outside the vocabulary"):
         ScratchTransformerConfig.from_pretrained(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command line: each mistake stops the script before training, with one line that names it and the fix (the
+# scripts run in this process, as `main()` with the flags in sys.argv, so the catalogue stays fast).
+# ---------------------------------------------------------------------------------------------------------------
+
+COMMON_FLAGS = ["--use_cpu", "--report_to", "none", "--save_strategy", "no", "--max_steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad_input")
+    tokenizer = word_level_tokenizer(["good", "bad", "film", "gut", "schlecht"], append_eos=True)
+    tokenizer.save_pretrained(folder / "tokenizer")
+    write_jsonl(folder / "one_class.jsonl", [{"sentence": "good film", "label": 1}] * 8)
+    write_jsonl(folder / "fraction.jsonl", [{"sentence": "good film", "label": value} for value in (0, 1, 0.5, 1)])
+    write_jsonl(folder / "pairs.jsonl", [{"translation": {"en": "good film", "de": "gut"}}] * 8)
+    write_jsonl(folder / "reviews.jsonl", [{"sentence": "good film", "label": 1}, {"sentence": "bad", "label": 0}])
+    return folder
+
+
+def run_main(monkeypatch, script: str, *flags) -> str:
+    """Run a script's main() with these flags; return the one line it stopped with (SystemExit)."""
+    module = importlib.import_module(f"training.{script}")
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *map(str, flags)])
+    with pytest.raises(SystemExit) as stop:
+        module.main()
+    return str(stop.value.code)
+
+
+@pytest.mark.parametrize(
+    "train_file, message",
+    [
+        ("one_class.jsonl", r"The training labels hold one class \(\[1\]\): a classifier needs examples of two"),
+        ("fraction.jsonl", r"holds \[0\.5\], which are not class ids.*Round or map"),
+    ],
+)
+def test_labels_that_are_not_two_or_more_classes_are_refused(monkeypatch, files, tmp_path, train_file, message):
+    code = run_main(
+        monkeypatch, "finetune_sentiment", "--train_file", files / train_file, "--tokenizer_name",
+        files / "tokenizer", "--output_dir", tmp_path / "run", *COMMON_FLAGS,
+    )  # fmt: skip
+    assert re.search(message, code), code
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ("d_model=32,d_modle=64", r"'d_modle' is not a config field \(did you mean 'd_model'\?\)"),
+        ("d_model=abc", r"--config_overrides: .*d_model"),
+        ("encoder_attention_heads=3", r"--config_overrides: .*divisible by `encoder_attention_heads`"),
+    ],
+)
+def test_config_overrides_that_do_not_make_a_config_are_refused(monkeypatch, files, tmp_path, overrides, message):
+    code = run_main(
+        monkeypatch, "finetune_sentiment", "--train_file", files / "reviews.jsonl", "--tokenizer_name",
+        files / "tokenizer", "--config_overrides", overrides, "--output_dir", tmp_path / "run", *COMMON_FLAGS,
+    )  # fmt: skip
+    assert re.search(message, code), code
+
+
+def test_config_overrides_on_a_checkpoint_are_refused(monkeypatch, files, tmp_path):
+    """A checkpoint keeps the config its weights were trained with (as transformers' own examples refuse)."""
+    ScratchTransformerForSequenceClassification(tiny_config(num_labels=2)).save_pretrained(tmp_path / "model")
+    code = run_main(
+        monkeypatch, "finetune_sentiment", "--train_file", files / "reviews.jsonl", "--model_name_or_path",
+        tmp_path / "model", "--tokenizer_name", files / "tokenizer", "--config_overrides", "dropout=0.2",
+        "--output_dir", tmp_path / "run", *COMMON_FLAGS,
+    )  # fmt: skip
+    assert "--config_overrides changes the config of a new model" in code
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--target_lang", "de", "--num_beams", "0"], r"--num_beams must be at least 1, got 0"),
+        (["--target_lang", "en"], r"--source_lang and --target_lang are both 'en'"),
+        (["--target_lang", "de", "--num_beams", "2", "--num_beams", "4"], r"--num_beams given more than once"),
+        (["--target_lang", "de", "--lr_scheduler_type", "sometimes"], r"invalid choice: 'sometimes'"),
+    ],
+)
+def test_flag_mistakes_end_in_one_argument_parser_line(monkeypatch, capsys, files, tmp_path, flags, message):
+    """Caught by the argument parser before any data is read: exit code 2 and one error line, as argparse does."""
+    code = run_main(
+        monkeypatch, "finetune_translation", "--source_lang", "en", "--train_file", files / "pairs.jsonl",
+        "--tokenizer_name", files / "tokenizer", "--output_dir", tmp_path / "run", *flags, *COMMON_FLAGS,
+    )  # fmt: skip
+    assert code == "2"
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error:" in last_line and re.search(message, last_line), last_line
+
+
+def test_push_of_a_checkpoint_in_progress_is_refused(monkeypatch, tmp_path):
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    ScratchTransformerForConditionalGeneration(tiny_config()).save_pretrained(checkpoint)
+    code = run_main(monkeypatch, "push_to_hub", checkpoint, "--repo_id", "user/model")
+    assert re.search(r"is a checkpoint of a run in progress.*Push the run's --output_dir", code), code

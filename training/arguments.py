@@ -96,8 +96,16 @@ def parse_arguments(*dataclass_types, argv: list[str] | None = None) -> tuple:
     single .json or .yaml file that holds them all."""
     parser = HfArgumentParser(dataclass_types)
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    # argparse keeps the last of a flag given twice: the first would be dropped without a word.
+    flags = [word.split("=", 1)[0] for word in argv if word.startswith("--")]
+    repeated = sorted({flag for flag in flags if flags.count(flag) > 1})
+    if repeated:
+        parser.error(f"{', '.join(repeated)} given more than once: give each flag once (join the values).")
+    try:
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            return parser.parse_json_file(os.path.abspath(argv[0]))
+        if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+            return parser.parse_yaml_file(os.path.abspath(argv[0]))
+        return parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:  # a dataclass's own check of its values (TrainingArguments' among them)
+        parser.error(str(error).strip().splitlines()[-1] if str(error).strip() else repr(error))

@@ -81,15 +81,35 @@ def main() -> None:
     elif hasattr(label_feature, "names"):  # a datasets.ClassLabel knows its names
         label_names = label_feature.names
     else:
-        values = sorted(set(raw["train"][task_args.label_column]))
-        if all(isinstance(value, int) for value in values):
-            label_names = [str(value) for value in range(max(values) + 1)]
+        values = set(raw["train"][task_args.label_column])
+        if None in values:
+            raise SystemExit(
+                f"Some training rows have no {task_args.label_column!r}: give every row a class id or name, or drop "
+                "the rows without one."
+            )
+        fractions = sorted(value for value in values if isinstance(value, float) and not value.is_integer())
+        if fractions:
+            raise SystemExit(
+                f"The {task_args.label_column!r} column holds {fractions[:3]}, which are not class ids: a classifier "
+                "needs integer ids (0, 1, ...) or class names. Round or map the labels to classes first."
+            )
+        if len(values) < 2:
+            raise SystemExit(
+                f"The training labels hold one class ({sorted(values, key=str)}): a classifier needs examples of two "
+                "or more. Check --label_column, or add rows of the other classes."
+            )
+        if all(isinstance(value, int | float) for value in values):  # ids, also as 1.0 from a CSV of floats
+            label_names = [str(value) for value in range(int(max(values)) + 1)]
         else:  # the data holds label names: ids in sorted order
-            label_names = [str(value) for value in values]
+            label_names = sorted(str(value) for value in values)
+    if len(label_names) < 2:
+        raise SystemExit(f"--class_names names one class ({label_names}): a classifier needs two or more.")
     label_to_id = {name: i for i, name in enumerate(label_names)}
 
     def label_id(label) -> int:
         """Class ids stay as they are; label names get their id (-1 for a name that is not a class)."""
+        if isinstance(label, float) and label.is_integer():
+            label = int(label)
         return label if isinstance(label, int) else label_to_id.get(str(label), -1)
 
     for split, dataset in raw.items():

@@ -111,6 +111,20 @@ class TranslationArguments:
         },
     )
 
+    def __post_init__(self):
+        """Checked before anything is loaded or trained: a bad value here would otherwise surface at the first
+        evaluation, after the training it was meant to measure."""
+        if self.source_lang == self.target_lang:
+            raise ValueError(
+                f"--source_lang and --target_lang are both {self.source_lang!r}: a translation run needs two "
+                "different languages of the translation column."
+            )
+        for name in ("max_source_length", "max_target_length", "num_beams"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
+        if self.label_smoothing is not None and not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"--label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+
 
 def paper_learning_rate(step_num: int, d_model: int, warmup_steps: int) -> float:
     """lrate = d_model^-0.5 * min(step_num^-0.5, step_num * warmup_steps^-1.5), section 5.3; step_num from 1.
@@ -228,8 +242,6 @@ def main() -> None:
     tokenizer = load_tokenizer(model_args)
     model = load_model(AutoModelForSeq2SeqLM, model_args, tokenizer)
     if task_args.label_smoothing is not None:
-        if not 0.0 <= task_args.label_smoothing < 1.0:
-            raise SystemExit(f"--label_smoothing must be in [0, 1), got {task_args.label_smoothing}.")
         model.config.label_smoothing = task_args.label_smoothing
     check_lengths_fit_learned_positions(
         model.config,

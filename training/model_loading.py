@@ -1,8 +1,10 @@
 """The tokenizer and the model a run starts from: a checkpoint to fine-tune, or a new model sized to the tokenizer,
 and the check that the lengths a run asks for fit a model with learned positions."""
 
+import difflib
 import json
 
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
@@ -41,6 +43,11 @@ def load_model(model_class, model_args: ModelArguments, tokenizer: PreTrainedTok
     """A checkpoint to fine-tune, or a new model whose vocabulary and special tokens are the tokenizer's."""
     kwargs = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
     if model_args.model_name_or_path is not None:
+        if model_args.config_overrides:
+            raise SystemExit(
+                "--config_overrides changes the config of a new model; a checkpoint (--model_name_or_path) keeps the "
+                "config its weights were trained with. Drop --config_overrides, or leave out --model_name_or_path."
+            )
         model = model_class.from_pretrained(model_args.model_name_or_path, **config_kwargs, **kwargs)
     else:
         config_source = model_args.config_name
@@ -54,13 +61,25 @@ def load_model(model_class, model_args: ModelArguments, tokenizer: PreTrainedTok
             "eos_token_id": tokenizer.eos_token_id,
             "decoder_start_token_id": tokenizer.bos_token_id,
         }
-        for key, value in {
-            **special_tokens,
-            **config_kwargs,
-            **parse_config_overrides(model_args.config_overrides),
-        }.items():
-            setattr(config, key, value)
-        config = config.__class__(**config.to_dict())  # validates the overridden values
+        overrides = parse_config_overrides(model_args.config_overrides)
+        unknown = [key for key in overrides if key not in config.to_dict() and not hasattr(config, key)]
+        if unknown:
+            known = sorted(config.to_dict())
+            hints = {key: difflib.get_close_matches(key, known, n=1) for key in unknown}
+            raise SystemExit(
+                "--config_overrides: "
+                + "; ".join(
+                    f"{key!r} is not a config field" + (f" (did you mean {m[0]!r}?)" if m else "")
+                    for key, m in hints.items()
+                )
+                + f". The fields are: {', '.join(known)}."
+            )
+        try:  # the config checks each value as it is set, and all of them together when built
+            for key, value in {**special_tokens, **config_kwargs, **overrides}.items():
+                setattr(config, key, value)
+            config = config.__class__(**config.to_dict())
+        except (ValueError, TypeError, StrictDataclassError) as error:
+            raise SystemExit(f"--config_overrides: {str(error).strip().splitlines()[-1].strip()}") from None
         model = model_class.from_config(config, **kwargs)
     if len(tokenizer) > model.config.vocab_size:
         raise SystemExit(

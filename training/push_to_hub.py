@@ -18,6 +18,7 @@ Every training script does the same at the end with `--push_to_hub --hub_model_i
 import argparse
 import fnmatch
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -50,6 +51,12 @@ def check_finished_run(run_dir: Path) -> None:
     before any network call."""
     if not run_dir.is_dir():
         raise PushError(f"{run_dir} is not a folder. Pass the --output_dir of a finished training run.")
+    if re.fullmatch(r"checkpoint-\d+", run_dir.name) or (run_dir / "optimizer.pt").is_file():
+        raise PushError(
+            f"{run_dir} is a checkpoint of a run in progress (it holds the optimizer state to resume from), not a "
+            f"finished run. Push the run's --output_dir ({run_dir.parent}) once it has finished, or finish it with "
+            "--resume_from_checkpoint."
+        )
     model = (run_dir / "config.json").is_file() and any(run_dir.glob("model*.safetensors"))
     adapter = (run_dir / "adapter_config.json").is_file() and (run_dir / "adapter_model.safetensors").is_file()
     if not (model or adapter):
