@@ -30,7 +30,8 @@ Evaluation with `--predict_with_generate` decodes with beam search (`--num_beams
 reports corpus sacreBLEU and chrF of the detokenized text (the project's own `evaluate` module, offline), and
 the mean generated length. The run's `generation_config.json` keeps `--num_beams` and `max_length` =
 `--max_target_length`, so `generate()` on the reloaded model decodes the same way; `translation_samples.jsonl`
-holds the first `--num_samples_to_write` validation sources with their references and translations.
+holds the first `--num_samples_to_write` validation sources with their references and translations, and
+`attention.png` the cross-attention of the shortest three of those translations (the model card shows it).
 
 `--peft lora|prefix|prompt` fine-tunes a checkpoint (`--model_name_or_path`) through a PEFT adapter: the
 checkpoint stays frozen, only the adapter is saved, evaluation and the samples go through it, and
@@ -68,11 +69,13 @@ from transformers import (
 )
 
 from hf_scratch_transformer.metrics import load_metric
+from hf_scratch_transformer.visualization import plot_translation_attention
 
 logger = logging.getLogger(__name__)
 
 TRANSLATION_COLUMN = "translation"
 SAMPLES_FILE = "translation_samples.jsonl"
+ATTENTION_FILE, ATTENTION_SENTENCES = "attention.png", 3
 # Trainer's default --learning_rate; with --paper_schedule it means "not given", and the multiplier is 1.0.
 DEFAULT_LEARNING_RATE = next(f.default for f in fields(Seq2SeqTrainingArguments) if f.name == "learning_rate")
 
@@ -301,6 +304,10 @@ def main() -> None:
                 sample = {"source": source, "reference": reference, "hypothesis": hypothesis}
                 samples.write(json.dumps(sample, ensure_ascii=False) + "\n")
         logger.info("Wrote %d translations to %s", len(sources), path)
+        # The cross-attention of the shortest few (long sentences make unreadable maps), for the model card.
+        shortest = sorted(sources, key=len)[:ATTENTION_SENTENCES]
+        figure = plot_translation_attention(trainer.model, tokenizer, shortest)
+        figure.savefig(Path(training_args.output_dir) / ATTENTION_FILE, dpi=100)
 
     # 6. The run and its card (which quotes a few of these translations) to the Hub, with --push_to_hub.
     push_run_to_hub(trainer, model_args, data_args)
