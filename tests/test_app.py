@@ -1,7 +1,7 @@
 """The web app (app/app.py), driven through its HTTP API with `gradio_client` as a browser drives it: a real server on
 127.0.0.1 with real uploads, fine-tuning runs to their end (the package's scripts in child processes), a push to
-the test Hub (`hub_server.py`), the Try tab on the pushed model, and the files a user gets wrong, each with its
-message on the page.
+the test Hub (`hub_server.py`), the Try tab on the pushed model, the files a user gets wrong, each with its
+message on the page, and the files of the app as a Hub Space.
 
 The server runs in a child process for the module, with its own runs folder, Hugging Face cache and the test Hub
 as HF_ENDPOINT; it has no token of its own, so a push needs the one typed in the page.
@@ -249,3 +249,31 @@ def test_too_few_rows_are_refused(app, client, tmp_path):
     started, _ = client.predict(handle_file(upload), "classification", "review", "sentiment", "new", "", 10, 1e-3,
                                 api_name="/start_run")  # fmt: skip
     assert "Only 6 rows have both 'review' and 'sentiment' filled in" in started, started
+
+
+def test_the_space_files_and_their_requirements(hub, tmp_path):
+    out = tmp_path / "space"
+    subprocess.run([sys.executable, REPO_ROOT / "app" / "space.py", "--out", out], check=True, timeout=120)
+    constraints = {
+        line.split("==")[0].lower().replace("_", "-"): line.split("==")[1]
+        for line in (REPO_ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    }
+    requirements = [line for line in (out / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
+    pinned = dict(line.split("==") for line in requirements)
+    assert {"torch", "transformers", "matplotlib", "peft", "datasets", "pandas"} <= set(pinned)
+    assert not {"pytest", "ruff", "gradio"} & set(pinned)  # dev tools stay home; the Space installs its Gradio
+    assert all(constraints[name] == version for name, version in pinned.items())
+    card = (out / "README.md").read_text()
+    assert "sdk: gradio" in card and f"sdk_version: {constraints['gradio']}" in card and "app_file: app/app.py" in card
+    for needed in ("app/app.py", "app/fine_tuning.py", "training/finetune_sentiment.py", "training/push_to_hub.py",
+                   "hf_scratch_transformer/modeling_scratch_transformer.py", "model_cards/sentiment.md"):  # fmt: skip
+        assert (out / needed).is_file(), needed
+
+    pushed = subprocess.run(
+        [sys.executable, REPO_ROOT / "app" / "space.py", "--repo_id", "user/scratch-app"],
+        env=hub_env(hub, tmp_path / "home"), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    written = {path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file()}
+    assert files_at_head(hub, "user/scratch-app", repo_type="space") == written | {".gitattributes"}
