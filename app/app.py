@@ -122,9 +122,8 @@ def run_model(name: str, text: str, num_beams: int, max_new_tokens: int):
     if not text.strip():
         raise gr.Error("Enter a text.")
     if model.can_generate():
-        maps = attention_maps(
-            model, tokenizer, text, kind="cross", num_beams=int(num_beams), max_new_tokens=int(max_new_tokens)
-        )
+        # max_length counts the start token; it replaces the saved one (max_new_tokens would leave both set)
+        maps = attention_maps(model, tokenizer, text, num_beams=int(num_beams), max_length=int(max_new_tokens) + 1)
         return gr.Textbox(maps.output_text, visible=True), gr.Label(None, visible=False), draw_attention(maps)
     maps = attention_maps(model, tokenizer, text, kind="encoder")
     with torch.no_grad():
@@ -325,7 +324,7 @@ def build() -> gr.Blocks:
                         placeholder="a run folder such as runs/demo/model, or a Hub id such as your-name/model",
                         scale=5,
                     )
-                    load_button = gr.Button("Load", scale=1, min_width=120)
+                    load_button = gr.Button("Load", scale=1, min_width=120, size="md")
                 model_info = gr.Markdown()
                 with gr.Row():
                     with gr.Column(scale=2):
@@ -337,7 +336,7 @@ def build() -> gr.Blocks:
                         translation = gr.Textbox(label="Translation", interactive=False)
                         scores = gr.Label(label="Labels and scores", visible=False)
                     with gr.Column(scale=3):
-                        attention = gr.Plot(label="Attention of this input")
+                        attention = gr.Plot(show_label=False)  # the figure has a title of its own
 
             with gr.Tab("Fine-tune", id="fine-tune"):
                 with gr.Row():

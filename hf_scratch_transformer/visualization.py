@@ -20,6 +20,7 @@ Which rows and columns, by `kind`:
   inputs (the start token, then the output shifted right), so everything above the diagonal is 0.
 """
 
+import textwrap
 from dataclasses import dataclass
 
 import torch
@@ -210,7 +211,8 @@ def draw_attention(maps: AttentionMaps, layer: int | str = -1, head: int | str =
     heading = f"{TITLES[maps.kind]}: {maps.source!r}"
     if maps.output_text is not None:
         heading += f" -> {maps.output_text!r}"
-    figure.suptitle(heading, fontsize=11)
+    # Wrapped to the figure's width (about 8 characters an inch at 11 pt), so that a long sentence is not cut off.
+    figure.suptitle(textwrap.fill(heading, width=int(8 * figure.get_figwidth())), fontsize=11)
     return figure
 
 
