@@ -1,12 +1,12 @@
 # The few commands people run. `make test` creates (or reuses) .venv, installs the project with the pinned
 # versions of constraints.txt, and runs the test suite; `make demo` trains and evaluates a small translator,
-# offline, in a few minutes (training/demo.py).
+# offline, in a few minutes (training/demo.py); `make app` serves the web app (app/app.py) on 127.0.0.1:7860.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint format clean
+.PHONY: install test demo app lint format clean
 
 install: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,app]"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -22,6 +22,9 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python training/demo.py $(DEMO_ARGS)
+
+app: $(STAMP)
+	$(BIN)/python app/app.py $(APP_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ by `training/train_tokenizer.py`, once for the module. The scripts run as progra
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -149,6 +150,20 @@ def test_translation_samples_are_written(new_model_run, demo):
     assert all(set(sample) == {"source", "reference", "hypothesis"} for sample in written)
     first = json.loads(open(demo.validation, encoding="utf-8").readline())["translation"]
     assert (written[0]["source"], written[0]["reference"]) == (first["en"], first["de"])
+
+
+def test_the_cross_attention_of_the_shortest_translations_is_drawn_for_the_card(new_model_run, tmp_path):
+    from model_card import make_model_card  # training/, on sys.path since load_script()
+    from PIL import Image
+
+    picture = Image.open(new_model_run / ft.ATTENTION_FILE)
+    assert picture.format == "PNG" and picture.width > 600  # three maps side by side
+    assert f"![Cross-attention of the model's translations of validation sentences]({ft.ATTENTION_FILE})" in (
+        make_model_card(new_model_run, "user/numbers").text
+    )
+    without_picture = tmp_path / "run"
+    shutil.copytree(new_model_run, without_picture, ignore=shutil.ignore_patterns(ft.ATTENTION_FILE))
+    assert "## Attention" not in make_model_card(without_picture, "user/numbers").text
 
 
 def test_output_dir_reloads_and_generates_with_the_saved_settings(new_model_run):

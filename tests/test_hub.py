@@ -176,7 +176,7 @@ def test_push_to_hub_script_then_pull_with_each_auto_class_at_two_revisions(hub,
     assert files_at_head(hub, "user/translation") == {
         ".gitattributes", "README.md", "all_results.json", "config.json", "generation_config.json",
         "model.safetensors", "configuration_scratch_transformer.py", "modeling_scratch_transformer.py",
-        "tokenizer.json", "tokenizer_config.json", "training_curves.svg",
+        "tokenizer.json", "tokenizer_config.json", "training_curves.svg", "attention.png",
     }  # fmt: skip
 
     # A second run (other weights) pushed to the same repo: a new commit, and the first still loads.

@@ -31,7 +31,8 @@ reports corpus sacreBLEU (tokenized by `--bleu_tokenize`) and chrF of the detoke
 `evaluate` module, offline), and the mean generated length. The run's `generation_config.json` keeps
 `--num_beams` and `max_length` = `--max_target_length`, so `generate()` on the reloaded model decodes the same
 way; `translation_samples.jsonl` holds the first `--num_samples_to_write` validation sources with their
-references and translations.
+references and translations, and `attention.png` the cross-attention of the shortest three of those translations
+(the model card shows it).
 
 `--peft lora|prefix|prompt` fine-tunes a checkpoint (`--model_name_or_path`) through a PEFT adapter: the
 checkpoint stays frozen, only the adapter is saved, evaluation and the samples go through it, and
@@ -55,6 +56,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, set_seed
 
 from hf_scratch_transformer.metrics import load_metric
+from hf_scratch_transformer.visualization import plot_translation_attention
 from training.adapters import add_adapter
 from training.arguments import DataArguments, ModelArguments, OutputDirArguments, PeftArguments, parse_arguments
 from training.atomic_checkpoints import AtomicSeq2SeqTrainer
@@ -68,6 +70,7 @@ logger = logging.getLogger(__name__)
 
 TRANSLATION_COLUMN = "translation"
 SAMPLES_FILE = "translation_samples.jsonl"
+ATTENTION_FILE, ATTENTION_SENTENCES = "attention.png", 3
 # Trainer's default --learning_rate; with --paper_schedule it means "not given", and the multiplier is 1.0.
 DEFAULT_LEARNING_RATE = next(f.default for f in fields(Seq2SeqTrainingArguments) if f.name == "learning_rate")
 
@@ -322,6 +325,10 @@ def main() -> None:
                 sample = {"source": source, "reference": reference, "hypothesis": hypothesis}
                 samples.write(json.dumps(sample, ensure_ascii=False) + "\n")
         logger.info("Wrote %d translations to %s", len(sources), path)
+        # The cross-attention of the shortest few (long sentences make unreadable maps), for the model card.
+        shortest = sorted(sources, key=len)[:ATTENTION_SENTENCES]
+        figure = plot_translation_attention(trainer.model, tokenizer, shortest)
+        figure.savefig(Path(training_args.output_dir) / ATTENTION_FILE, dpi=100)
 
     # 6. The run and its card (which quotes a few of these translations) to the Hub, with --push_to_hub.
     push_trainer_run(trainer, model_args.model_name_or_path, data_args.dataset_name)

@@ -8,7 +8,8 @@ The templates are `model_cards/{translation,sentiment,pretrained,adapter}.md` (J
 card templates). The front matter is `huggingface_hub.ModelCardData`, whose `eval_results` become the `model-index`
 block the Hub reads its metrics from. What goes in comes from the run folder only: `config.json` (or
 `adapter_config.json`), `all_results.json`, `trainer_state.json` (hyperparameters and the logged curves),
-`translation_samples.jsonl`, and the weights' header (parameter count).
+`translation_samples.jsonl`, `attention.png` (shown when the run made one), and the weights' header (parameter
+count).
 """
 
 import json
@@ -19,6 +20,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "model_cards"
 CURVES_FILE = "training_curves.svg"
+ATTENTION_FILE = "attention.png"  # finetune_translation.py's picture of the cross-attention of a few translations
 PAPER_URL = "https://arxiv.org/abs/1706.03762"
 
 # kind -> (Hub pipeline tag, model-index task type, the metrics of all_results.json the Hub shows, in order)
@@ -194,5 +196,6 @@ def make_model_card(
         train_loss=results.get("train_loss"),
         samples=samples,
         curves_file=CURVES_FILE if has_curves else None,
+        attention_file=ATTENTION_FILE if (run_dir / ATTENTION_FILE).is_file() else None,
         paper_url=PAPER_URL,
     )

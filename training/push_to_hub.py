@@ -6,9 +6,9 @@
 The repo then holds, in one commit: the weights (`model.safetensors`, or `adapter_model.safetensors`),
 `config.json` with its `auto_map` (or `adapter_config.json`), `generation_config.json`, the flat
 `configuration_scratch_transformer.py` and `modeling_scratch_transformer.py` (so `trust_remote_code=True` works
-without this package), the tokenizer files, `all_results.json`, `training_curves.svg` and the card, `README.md`
-(`model_cards/`). Files of an earlier push that this run does not have are deleted in the same commit, so the
-repo is this run; the earlier commits stay loadable with `revision=<sha>`.
+without this package), the tokenizer files, `all_results.json`, `training_curves.svg`, a translation run's
+`attention.png` and the card, `README.md` (`model_cards/`). Files of an earlier push that this run does not have
+are deleted in the same commit, so the repo is this run; the earlier commits stay loadable with `revision=<sha>`.
 
 The token comes from `HF_TOKEN` or `hf auth login` (`--token` is not a flag, so it stays out of shell history) and
 is never printed. Nothing is written to the run folder: the card and the picture go straight into the commit.
@@ -38,7 +38,7 @@ RUN_FILES = [
     "config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
     "model.safetensors.index.json", "adapter_config.json", "adapter_model.safetensors",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
-    "merges.txt", "*.model", "chat_template.jinja", "all_results.json", *REMOTE_CODE_FILES,
+    "merges.txt", "*.model", "chat_template.jinja", "all_results.json", "attention.png", *REMOTE_CODE_FILES,
 ]  # fmt: skip
 
 

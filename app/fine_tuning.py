@@ -1,0 +1,355 @@
+"""What the app's Fine-tune tab does, without the page: read an uploaded table and check it, make a run folder,
+and run the package's own training scripts on it in a child process, reading their progress from the log.
+
+One run at a time: a second start while a run is going is refused with a message (`RunRefused`). A run's folder,
+under the app's runs folder, holds everything the run makes:
+
+    upload/<the file as uploaded>   the user's file, unchanged
+    data/train.jsonl, data/validation.jsonl   the chosen columns, with a tenth of the rows held out
+    tokenizer/   a new model's tokenizer (training/train_tokenizer.py)
+    model/       the trained model, its results and, for a translator, translation_samples.jsonl and attention.png
+    cache/       the datasets cache of the scripts
+    log.txt      what the scripts printed
+"""
+
+import ast
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAINING = REPO_ROOT / "training"
+TASKS = {"classification": "Sentiment / classification", "translation": "Translation"}
+FILE_TYPES = (".csv", ".jsonl", ".json")
+MIN_ROWS = 10  # a tenth is held out to evaluate on: fewer rows leave it nothing to say
+VALIDATION_SHARE, MAX_VALIDATION_ROWS = 0.1, 500
+# A new model: the demo's shape (training/demo.py), which learns a small task on two CPU cores in minutes.
+NEW_MODEL = (
+    "d_model=128,encoder_layers=3,decoder_layers=3,encoder_attention_heads=4,decoder_attention_heads=4,"
+    "encoder_ffn_dim=512,decoder_ffn_dim=512,normalize_before=true,dropout=0.1"
+)
+NEW_TOKENIZER_VOCAB = 4000  # byte-level BPE stops merging earlier on a small file
+BATCH_SIZE = 16
+LOSS_POINTS = 50  # log the loss about this many times a run, for the live curve
+SAMPLES = 5  # validation predictions shown at the end
+
+
+class DataError(Exception):
+    """A file or a choice of columns the app cannot train on; the message says why, for the page."""
+
+
+class RunRefused(Exception):
+    """A run asked for while another one is going."""
+
+
+def read_table(path: str | Path, max_bytes: int) -> pd.DataFrame:
+    """The rows of a .csv, .jsonl or .json file (nested JSON objects become columns such as translation.en),
+    every value as text; empty cells are "". Raises DataError with a message for the page."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FILE_TYPES:
+        raise DataError(f"{path.name}: a {suffix or 'file without extension'} file; upload {', '.join(FILE_TYPES)}.")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise DataError(
+            f"{path.name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. Upload a sample of it."
+        )
+    if size == 0:
+        raise DataError(f"{path.name} is empty.")
+    try:
+        if suffix == ".csv":
+            table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        else:
+            table = pd.json_normalize(json_records(path))
+    except UnicodeDecodeError:
+        raise DataError(f"{path.name} is not UTF-8 text.") from None
+    except (ValueError, pd.errors.ParserError) as error:
+        raise DataError(f"{path.name} could not be read as {suffix[1:].upper()}: {error}") from None
+    if table.empty:
+        raise DataError(f"{path.name} has no rows.")
+    return table.fillna("").astype(str)
+
+
+def json_records(path: Path) -> list[dict]:
+    """The objects of a JSON Lines file, or of a .json file holding one list of objects."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        records = json.loads(text)
+    else:
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"line {number} is not JSON ({error.msg})") from None
+    if not all(isinstance(record, dict) for record in records):
+        raise ValueError('each row must be an object such as {"text": ..., "label": ...}')
+    return records
+
+
+def pick_columns(table: pd.DataFrame, task: str) -> tuple[str, str]:
+    """The text and label (or source and target) columns to offer first: one with a usual name, else the first
+    column and the last."""
+    columns = list(table.columns)
+    text_names = ("text", "sentence", "review", "source", "en", "translation.en")
+    label_names = (
+        ("label", "labels", "sentiment", "class") if task == "classification" else ("target", "de", "translation.de")
+    )
+    text = next((column for column in columns if column.lower() in text_names), columns[0])
+    others = [column for column in columns if column != text] or columns
+    label = next((column for column in others if column.lower() in label_names), others[-1])
+    return text, label
+
+
+def training_rows(table: pd.DataFrame, task: str, text_column: str, label_column: str) -> list[dict]:
+    """The rows to train on, checked: both columns exist and differ, rows with an empty cell are left out, enough
+    remain, and a classifier has two classes or more. Raises DataError."""
+    for role, column in (("text" if task == "classification" else "source", text_column),
+                         ("label" if task == "classification" else "target", label_column)):  # fmt: skip
+        if column not in table.columns:
+            raise DataError(
+                f"The file has no column named {column!r} (the {role} column); it has {list(table.columns)}."
+            )
+    if text_column == label_column:
+        raise DataError(f"The two columns must differ; both are {text_column!r}.")
+    rows = table[(table[text_column].str.strip() != "") & (table[label_column].str.strip() != "")]
+    if len(rows) < MIN_ROWS:
+        raise DataError(
+            f"Only {len(rows)} rows have both {text_column!r} and {label_column!r} filled in; fine-tuning needs at "
+            f"least {MIN_ROWS} (a tenth is held out to evaluate the model)."
+        )
+    if task == "classification":
+        classes = sorted(rows[label_column].unique())
+        if len(classes) < 2:
+            raise DataError(
+                f"The label column {label_column!r} has a single class ({classes[0]!r}): a classifier needs two or "
+                "more. Pick the column that holds the labels."
+            )
+        if len(classes) > len(rows) // 2:
+            raise DataError(
+                f"The label column {label_column!r} has {len(classes)} different values in {len(rows)} rows: it looks "
+                "like text, not labels. Pick the column that holds the labels."
+            )
+        with_comma = [label for label in classes if "," in label]
+        if with_comma:  # finetune_sentiment.py's --class_names is a comma-separated list
+            raise DataError(f"The label {with_comma[0]!r} holds a comma; rename the labels without commas.")
+        return [
+            {"text": text, "label": label} for text, label in zip(rows[text_column], rows[label_column], strict=True)
+        ]
+    return [
+        {"translation": {text_column: source, label_column: target}}
+        for source, target in zip(rows[text_column], rows[label_column], strict=True)
+    ]
+
+
+def check_start_model(name: str) -> None:
+    """A folder to start from holds a saved model; a name that is no folder is a Hub id, which the script fetches
+    (and whose errors it reports). Raises DataError."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise DataError(
+                f"The folder {name} holds no config.json: it is not a saved model. Pick the folder a training run "
+                "saved (its output folder), or a Hub id."
+            )
+    elif name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not user/name
+        raise DataError(f"There is no folder {name}.")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
+@dataclass
+class RunSettings:
+    task: str  # a key of TASKS
+    text_column: str  # the source column for translation
+    label_column: str  # the target column for translation
+    start_model: str  # "" for a new model, else a folder or a Hub id
+    steps: int
+    learning_rate: float
+
+
+def run_commands(folder: Path, settings: RunSettings, classes: list[str]) -> list[list[str]]:
+    """The scripts the run executes, in order: a new model's tokenizer, then the fine-tuning script."""
+    train, validation = str(folder / "data" / "train.jsonl"), str(folder / "data" / "validation.jsonl")
+    commands = []
+    if settings.start_model:
+        model_flags = ["--model_name_or_path", settings.start_model]
+    else:
+        tokenizer = [str(TRAINING / "train_tokenizer.py"), "--train_file", train,
+                     "--output_dir", str(folder / "tokenizer"), "--vocab_size", str(NEW_TOKENIZER_VOCAB)]  # fmt: skip
+        if settings.task == "classification":
+            tokenizer += ["--text_columns", "text"]  # not the labels
+        commands.append([sys.executable, *tokenizer])
+        model_flags = ["--tokenizer_name", str(folder / "tokenizer"), "--config_overrides", NEW_MODEL]
+    if settings.task == "classification":
+        script = [str(TRAINING / "finetune_sentiment.py"), "--text_column", "text", "--label_column", "label",
+                  "--class_names", ",".join(classes)]  # fmt: skip
+    else:
+        script = [str(TRAINING / "finetune_translation.py"), "--source_lang", settings.text_column,
+                  "--target_lang", settings.label_column, "--predict_with_generate",
+                  "--num_samples_to_write", str(SAMPLES)]  # fmt: skip
+    training = [
+        "--train_file", train, "--validation_file", validation, "--output_dir", str(folder / "model"),
+        "--max_steps", str(settings.steps), "--learning_rate", str(settings.learning_rate),
+        "--warmup_steps", str(settings.steps // 10), "--per_device_train_batch_size", str(BATCH_SIZE),
+        "--logging_steps", str(logging_steps(settings.steps)), "--eval_strategy", "no", "--save_strategy", "no",
+        "--report_to", "none", "--disable_tqdm", "true", "--seed", "0",
+    ]  # fmt: skip
+    return [*commands, [sys.executable, *script, *training, *model_flags]]
+
+
+def logging_steps(steps: int) -> int:
+    return max(1, steps // LOSS_POINTS)
+
+
+@dataclass
+class Run:
+    """One fine-tuning run: its folder and settings, and where its child processes are."""
+
+    folder: Path
+    settings: RunSettings
+    train_rows: int
+    validation_rows: int
+    commands: list[list[str]]
+    phase: str = "starting"  # starting, tokenizer, training, done, failed, stopped
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    error: str | None = None
+    process: subprocess.Popen | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # between starting a child and stopping the run
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "log.txt"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.folder / "model"
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ("starting", "tokenizer", "training")
+
+    def losses(self) -> list[tuple[int, float]]:
+        """(step, training loss) of each line Trainer printed so far ({'loss': '2.31', ...}, one per
+        --logging_steps steps)."""
+        if not self.log_path.is_file():
+            return []
+        points = []
+        every = logging_steps(self.settings.steps)
+        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("{'loss'"):
+                logged = ast.literal_eval(line)
+                points.append((every * (len(points) + 1), float(logged["loss"])))
+        return points
+
+    def results(self) -> dict:
+        path = self.model_dir / "all_results.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def execute(self) -> None:
+        """Run the commands one after the other (in a thread of the app), each in its own process group, so that
+        a crash stays in the child and `stop` ends the child with everything it started."""
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_DATASETS_CACHE": str(self.folder / "cache")}
+        with self.log_path.open("a", encoding="utf-8") as log:
+            for command in self.commands:
+                with self.lock:
+                    if self.phase == "stopped":
+                        return
+                    self.phase = "tokenizer" if command[1].endswith("train_tokenizer.py") else "training"
+                    log.write(f"$ {' '.join(command[1:])}\n")
+                    log.flush()
+                    self.process = subprocess.Popen(
+                        command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=environment,
+                        start_new_session=True,
+                    )  # fmt: skip
+                returncode = self.process.wait()
+                if self.phase == "stopped":
+                    return
+                if returncode != 0:
+                    self.phase, self.finished = "failed", time.time()
+                    self.error = last_message(self.log_path) or f"the script ended with exit code {returncode}"
+                    return
+        self.phase, self.finished = "done", time.time()
+
+    def stop(self) -> None:
+        """End the run: its current child and whatever that child started (its process group)."""
+        with self.lock:
+            if not self.active:
+                return
+            self.phase, self.finished = "stopped", time.time()
+            if self.process is not None and self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGTERM)
+
+
+def last_message(log_path: Path) -> str | None:
+    """The last line a failed script printed: its SystemExit message, or the exception line of a traceback."""
+    lines = [line.strip() for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    return next((line for line in reversed(lines) if line), None)
+
+
+class RunManager:
+    """The app's runs: at most one going at a time."""
+
+    def __init__(self, runs_dir: Path, max_file_bytes: int):
+        self.runs_dir = runs_dir
+        self.max_file_bytes = max_file_bytes
+        self.lock = threading.Lock()
+        self.current: Run | None = None
+
+    def start(self, upload: str | Path, settings: RunSettings) -> Run:
+        """Check the file and the settings, make the run folder, and start the run in a thread. Raises DataError
+        for a bad file or setting, RunRefused while another run is going."""
+        if not 1 <= settings.steps <= 100_000:
+            raise DataError(f"Steps must be between 1 and 100000, got {settings.steps}.")
+        if not 0 < settings.learning_rate < 1:
+            raise DataError(f"The learning rate must be between 0 and 1, got {settings.learning_rate}.")
+        if settings.start_model:
+            check_start_model(settings.start_model)
+        rows = training_rows(read_table(upload, self.max_file_bytes), settings.task, settings.text_column,
+                             settings.label_column)  # fmt: skip
+        with self.lock:
+            if self.current is not None and self.current.active:
+                raise RunRefused(
+                    f"A run is already going ({self.current.folder.name}, {self.current.phase}). One run at a time: "
+                    "wait for it to finish, or stop it."
+                )
+            folder = self.new_folder(settings.task)
+            (folder / "upload").mkdir()
+            shutil.copy2(upload, folder / "upload" / Path(upload).name)
+            random.Random(0).shuffle(rows)
+            held_out = min(MAX_VALIDATION_ROWS, max(1, round(VALIDATION_SHARE * len(rows))))
+            (folder / "data").mkdir()
+            write_jsonl(folder / "data" / "train.jsonl", rows[held_out:])
+            write_jsonl(folder / "data" / "validation.jsonl", rows[:held_out])
+            classes = sorted({row["label"] for row in rows}) if settings.task == "classification" else []
+            run = Run(folder, settings, len(rows) - held_out, held_out, run_commands(folder, settings, classes))
+            self.current = run
+        threading.Thread(target=run.execute, name=f"run {folder.name}", daemon=True).start()
+        return run
+
+    def new_folder(self, task: str) -> Path:
+        """runs_dir/<date>-<time>-<task>, numbered when a run started in the same second (called under the lock)."""
+        base = self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{task}"
+        folder, number = base, 1
+        while folder.exists():
+            folder, number = base.with_name(f"{base.name}-{number}"), number + 1
+        folder.mkdir(parents=True)
+        return folder
+
+    def stop_current(self) -> None:
+        if self.current is not None:
+            self.current.stop()

@@ -1,0 +1,279 @@
+"""The web app (app/app.py), driven through its HTTP API with `gradio_client` as a browser drives it: a real server on
+127.0.0.1 with real uploads, fine-tuning runs to their end (the package's scripts in child processes), a push to
+the test Hub (`hub_server.py`), the Try tab on the pushed model, the files a user gets wrong, each with its
+message on the page, and the files of the app as a Hub Space.
+
+The server runs in a child process for the module, with its own runs folder, Hugging Face cache and the test Hub
+as HF_ENDPOINT; it has no token of its own, so a push needs the one typed in the page.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import REPO_ROOT, toy_reviews, word_level_tokenizer
+from gradio_client import Client, handle_file
+from hub_server import HubServer
+from test_hub import TOKEN, files_at_head, hub_env
+
+MAX_FILE_MB = 1
+RUN_TIMEOUT_S = 600
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    server = HubServer(tmp_path_factory.mktemp("hub_storage"), token=TOKEN).start()
+    yield server
+    server.stop()
+    assert server.unknown_requests == [], f"clients called routes hub_server lacks: {server.unknown_requests}"
+
+
+@pytest.fixture(scope="module")
+def app(hub, tmp_path_factory):
+    """The app serving on a free port; its log is checked for the token when the module ends."""
+    folder = tmp_path_factory.mktemp("app")
+    port = free_port()
+    env = hub_env(hub, folder / "home", token=None)
+    env.pop("OMP_NUM_THREADS")  # the runs' training may use both cores
+    log_path = folder / "server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "app" / "app.py"), "--port", str(port), "--runs_dir",
+             str(folder / "runs"), "--max_file_mb", str(MAX_FILE_MB)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 180
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            break
+        except OSError:
+            assert server.poll() is None, log_path.read_text()[-3000:]
+            assert time.time() < deadline, "the app did not start in 3 minutes"
+            time.sleep(1)
+    yield SimpleNamespace(url=url, runs=folder / "runs", home=folder / "home")
+    server.terminate()  # as Ctrl+C: Gradio closes, and a run still going is stopped
+    assert server.wait(timeout=60) == 0
+    assert TOKEN not in log_path.read_text()
+
+
+@pytest.fixture
+def client(app):
+    return Client(app.url, verbose=False)
+
+
+def wait_for_the_run(client) -> tuple:
+    """Poll the status endpoint (the page's timer) until the run is no longer going; returns the last status:
+    (status, progress, loss curve, results, predictions, attention picture, timer)."""
+    deadline = time.time() + RUN_TIMEOUT_S
+    while True:
+        status = client.predict(api_name="/run_status")
+        if not status[-1]["active"]:
+            return status
+        assert time.time() < deadline, status[0]
+        time.sleep(1)
+
+
+def run_folders(app) -> set:
+    return {path.name for path in app.runs.iterdir() if path.name != "uploads"} if app.runs.is_dir() else set()
+
+
+def reviews_csv(path, count: int = 200):
+    rows = toy_reviews(count, seed=0)
+    lines = ["review,sentiment"] + [f"{row['sentence']},{['negative', 'positive'][row['label']]}" for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_csv_becomes_a_fine_tuned_evaluated_pushed_model(app, client, hub, tmp_path):
+    upload = reviews_csv(tmp_path / "reviews.csv")
+    text_column, label_column, message = client.predict(
+        handle_file(upload), "classification", api_name="/inspect_file"
+    )
+    assert [choice for choice, _ in text_column["choices"]] == ["review", "sentiment"]
+    assert (text_column["value"], label_column["value"]) == ("review", "sentiment")
+    assert "200 rows" in message
+
+    settings = ["classification", "review", "sentiment", "new", "", 30, 3e-3]
+    started, _ = client.predict(handle_file(upload), *settings, api_name="/start_run")
+    assert started.startswith("Started") and "180 rows to train on, 20 held out" in started, started
+    refused, _ = client.predict(handle_file(upload), *settings, api_name="/start_run")
+    assert "A run is already going" in refused and "One run at a time" in refused
+    (folder_name,) = run_folders(app)
+
+    status, progress, curve, results, samples, picture, _ = wait_for_the_run(client)
+    assert status.startswith("**Done**"), status
+    assert 'value="30" max="30"' in progress
+    steps = [step for step, _ in curve["data"]]
+    assert steps == list(range(1, 31))  # the loss of every step, for the live curve
+    assert "Validation accuracy" in results and "20 held-out rows" in results
+    assert samples["value"]["headers"] == ["text", "label", "model"] and len(samples["value"]["data"]) == 5
+    assert not picture["visible"]  # a classifier: no translation to draw
+
+    # Everything the run made is in its folder, the upload unchanged; the scripts' data cache too.
+    folder = app.runs / folder_name
+    assert (folder / "upload" / "reviews.csv").read_bytes() == upload.read_bytes()
+    assert sum(1 for _ in (folder / "data" / "train.jsonl").open()) == 180
+    assert (folder / "model" / "model.safetensors").is_file() and (folder / "cache").is_dir()
+    assert not (app.home / "datasets").exists()
+
+    # Push: a wrong token is refused and not echoed; the right one pushes the run with its card.
+    refused = client.predict("user/app-sentiment", "hf_wrong_token", api_name="/push")
+    assert "rejected the token" in refused and "hf_wrong_token" not in refused
+    pushed = client.predict("user/app-sentiment", TOKEN, api_name="/push")
+    assert pushed.startswith("Pushed to [user/app-sentiment]"), pushed
+    assert TOKEN not in pushed
+    assert {"model.safetensors", "README.md", "tokenizer.json"} <= files_at_head(hub, "user/app-sentiment")
+    assert not any(TOKEN.encode() in path.read_bytes() for path in folder.rglob("*") if path.is_file())
+
+    # The Try tab loads the pushed model from the Hub and classifies with it, attention beside.
+    description = client.predict("user/app-sentiment", api_name="/load_model")
+    assert "a classifier into negative, positive" in description
+    translation, scores, attention = client.predict(
+        "user/app-sentiment", "the film was really wonderful", 4, 32, api_name="/run_model"
+    )
+    assert {item["label"] for item in scores["value"]["confidences"]} == {"negative", "positive"}
+    assert not translation["visible"] and attention["type"] == "matplotlib"
+
+
+def test_a_crashing_run_leaves_the_app_running_and_a_run_can_be_stopped(app, client, tmp_path):
+    upload = reviews_csv(tmp_path / "reviews.csv", count=40)
+    broken = tmp_path / "broken_model"  # a tokenizer, and a config.json that the script cannot read
+    word_level_tokenizer(["good", "bad"]).save_pretrained(broken)
+    (broken / "config.json").write_text("{not json")
+    settings = ["classification", "review", "sentiment", "existing", str(broken), 10, 1e-3]
+    started, _ = client.predict(handle_file(upload), *settings, api_name="/start_run")
+    assert started.startswith("Started"), started
+    status = wait_for_the_run(client)[0]
+    assert status.startswith("**The run failed**") and "is not a valid JSON file" in status, status
+    assert "Traceback" not in status and "log.txt" in status
+
+    started, _ = client.predict(handle_file(upload), "classification", "review", "sentiment", "new", "", 1000, 1e-3,
+                                api_name="/start_run")  # fmt: skip
+    assert started.startswith("Started"), started
+    folder = app.runs / started.split("**")[1]
+    assert client.predict(api_name="/stop_run") == f"Stopped {folder.name}."
+    assert wait_for_the_run(client)[0].startswith("**Stopped**")
+    deadline = time.time() + 30  # the child's process group has had SIGTERM: nothing of the run may go on
+    while processes_mentioning(str(folder)) and time.time() < deadline:
+        time.sleep(0.5)
+    assert processes_mentioning(str(folder)) == []
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """The command lines of the running processes that contain `text`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # it ended meanwhile
+        if text in command:
+            found.append(command)
+    return found
+
+
+BAD_FILES = {
+    "empty": ("data.csv", b"", "data.csv is empty."),
+    "header only": ("data.csv", b"text,label\n", "data.csv has no rows."),
+    "too large": ("data.csv", b"text,label\n" + b"a long review,1\n" * 80_000, "the limit is 1 MB"),
+    "not UTF-8": ("data.csv", "text,label\nüber,1\n".encode("latin-1"), "is not UTF-8 text"),
+    "not JSON": ("data.jsonl", b'{"text": "good", "label": 1}\n{"text": oops\n', "line 2 is not JSON"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_a_bad_file_gets_a_clear_message_and_no_run(app, client, tmp_path, case):
+    name, content, expected = BAD_FILES[case]
+    upload = tmp_path / name
+    upload.write_bytes(content)
+    before = run_folders(app)
+    *_, message = client.predict(handle_file(upload), "classification", api_name="/inspect_file")
+    assert message.startswith("⚠️") and expected in message and "Traceback" not in message, message
+    started, _ = client.predict(handle_file(upload), "classification", "text", "label", "new", "", 10, 1e-3,
+                                api_name="/start_run")  # fmt: skip
+    assert started.startswith("⚠️") and expected in started, started
+    assert run_folders(app) == before
+
+
+BAD_CHOICES = {
+    "no such column": (["review", "stars"], "The file has no column named 'stars' (the label column)"),
+    "one class": (["review", "one_class"], "has a single class ('same')"),
+    "text as labels": (["sentiment", "review"], "it looks like text, not labels"),
+    "same column twice": (["review", "review"], "The two columns must differ"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CHOICES)
+def test_a_bad_choice_of_columns_gets_a_clear_message_and_no_run(app, client, tmp_path, case):
+    columns, expected = BAD_CHOICES[case]
+    rows = toy_reviews(30, seed=0)
+    lines = ["review,sentiment,one_class"] + [f"{row['sentence']},{row['label']},same" for row in rows]
+    upload = tmp_path / "reviews.csv"
+    upload.write_text("\n".join(lines) + "\n")
+    before = run_folders(app)
+    started, _ = client.predict(handle_file(upload), "classification", *columns, "new", "", 10, 1e-3,
+                                api_name="/start_run")  # fmt: skip
+    assert started.startswith("⚠️") and expected in started, started
+    assert run_folders(app) == before
+
+
+@pytest.mark.parametrize(
+    ("start_model", "expected"),
+    [("empty_folder", "holds no config.json: it is not a saved model"), ("/no/such/folder", "There is no folder")],
+)
+def test_a_starting_model_that_is_no_model_is_refused(app, client, tmp_path, start_model, expected):
+    (tmp_path / "empty_folder").mkdir()
+    upload = reviews_csv(tmp_path / "reviews.csv", count=20)
+    start_model = str(tmp_path / start_model) if start_model == "empty_folder" else start_model
+    started, _ = client.predict(handle_file(upload), "classification", "review", "sentiment", "existing",
+                                start_model, 10, 1e-3, api_name="/start_run")  # fmt: skip
+    assert started.startswith("⚠️") and expected in started, started
+
+
+def test_too_few_rows_are_refused(app, client, tmp_path):
+    upload = reviews_csv(tmp_path / "reviews.csv", count=6)
+    started, _ = client.predict(handle_file(upload), "classification", "review", "sentiment", "new", "", 10, 1e-3,
+                                api_name="/start_run")  # fmt: skip
+    assert "Only 6 rows have both 'review' and 'sentiment' filled in" in started, started
+
+
+def test_the_space_files_and_their_requirements(hub, tmp_path):
+    out = tmp_path / "space"
+    subprocess.run([sys.executable, REPO_ROOT / "app" / "space.py", "--out", out], check=True, timeout=120)
+    constraints = {
+        line.split("==")[0].lower().replace("_", "-"): line.split("==")[1]
+        for line in (REPO_ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    }
+    requirements = [line for line in (out / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
+    pinned = dict(line.split("==") for line in requirements)
+    assert {"torch", "transformers", "matplotlib", "peft", "datasets", "pandas"} <= set(pinned)
+    assert not {"pytest", "ruff", "gradio"} & set(pinned)  # dev tools stay home; the Space installs its Gradio
+    assert all(constraints[name] == version for name, version in pinned.items())
+    card = (out / "README.md").read_text()
+    assert "sdk: gradio" in card and f"sdk_version: {constraints['gradio']}" in card and "app_file: app/app.py" in card
+    for needed in ("app/app.py", "app/fine_tuning.py", "training/finetune_sentiment.py", "training/push_to_hub.py",
+                   "hf_scratch_transformer/modeling_scratch_transformer.py", "model_cards/sentiment.md"):  # fmt: skip
+        assert (out / needed).is_file(), needed
+
+    pushed = subprocess.run(
+        [sys.executable, REPO_ROOT / "app" / "space.py", "--repo_id", "user/scratch-app"],
+        env=hub_env(hub, tmp_path / "home"), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    written = {path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file()}
+    assert files_at_head(hub, "user/scratch-app", repo_type="space") == written | {".gitattributes"}
