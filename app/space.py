@@ -120,11 +120,12 @@ def main() -> None:
         print(f"Wrote {len(files)} files to {args.out}")
         return
 
-    sys.path.insert(0, str(REPO_ROOT / "training"))
+    sys.path.insert(0, str(REPO_ROOT))  # the checkout's `training` package, also when the app runs by path
     import httpx2
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
-    from push_to_hub import PushError, explain, require_token
+
+    from training.push_to_hub import PushError, explain, require_token
 
     try:
         api = HfApi(token=require_token())

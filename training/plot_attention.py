@@ -14,10 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
+if not __package__:  # `python training/plot_attention.py`: import from this checkout (see training/__init__)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from hf_scratch_transformer.visualization import KINDS, plot_attention  # noqa: E402
+from hf_scratch_transformer.visualization import KINDS, plot_attention
 
 
 def load_model_and_tokenizer(name_or_path: str):
