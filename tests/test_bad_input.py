@@ -248,3 +248,23 @@ def test_push_of_a_checkpoint_in_progress_is_refused(monkeypatch, tmp_path):
     ScratchTransformerForConditionalGeneration(tiny_config()).save_pretrained(checkpoint)
     code = run_main(monkeypatch, "push_to_hub", checkpoint, "--repo_id", "user/model")
     assert re.search(r"is a checkpoint of a run in progress.*Push the run's --output_dir", code), code
+
+
+def test_a_tokenizer_folder_that_does_not_exist_is_named(monkeypatch, files, tmp_path):
+    missing = tmp_path / "runs" / "tokenizer"  # a path, which no Hub id can be
+    code = run_main(
+        monkeypatch, "finetune_sentiment", "--train_file", files / "reviews.jsonl", "--tokenizer_name", missing,
+        "--output_dir", tmp_path / "run", *COMMON_FLAGS,
+    )  # fmt: skip
+    assert code == f"--tokenizer_name {missing}: there is no such folder. Give a folder that a training script saved."
+
+
+def test_a_classifier_checkpoint_cannot_start_a_translation_run(monkeypatch, files, tmp_path):
+    """The classifier keeps the encoder alone: the cause to name is the missing decoder, not a count of layers."""
+    ScratchTransformerForSequenceClassification(tiny_config(num_labels=2)).save_pretrained(tmp_path / "classifier")
+    code = run_main(
+        monkeypatch, "finetune_translation", "--source_lang", "en", "--target_lang", "de", "--train_file",
+        files / "pairs.jsonl", "--model_name_or_path", tmp_path / "classifier", "--tokenizer_name",
+        files / "tokenizer", "--output_dir", tmp_path / "run", *COMMON_FLAGS,
+    )  # fmt: skip
+    assert re.search(r"is a classifier: the encoder alone, with no decoder to translate with", code), code

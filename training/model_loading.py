@@ -1,11 +1,14 @@
 """The tokenizer and the model a run starts from: a checkpoint to fine-tune, or a new model sized to the tokenizer,
 and the check that the lengths a run asks for fit a model with learned positions."""
 
+import contextlib
 import difflib
 import json
+import re
+from pathlib import Path
 
 from huggingface_hub.errors import StrictDataclassError
-from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
 from training.arguments import ModelArguments
@@ -18,7 +21,29 @@ def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
             "No tokenizer: pass --tokenizer_name (a folder made by training/train_tokenizer.py) or "
             "--model_name_or_path of a run that saved one."
         )
-    return AutoTokenizer.from_pretrained(source)
+    flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
+    with explained_load_errors(flag, source):
+        return AutoTokenizer.from_pretrained(source)
+
+
+@contextlib.contextmanager
+def explained_load_errors(flag: str, source: str):
+    """A name that is no folder here is looked up on the Hub, whose errors speak of repo ids and connections: say
+    first that the folder does not exist, and what the Hub said only when the name could be a Hub id."""
+    if Path(source).is_dir():
+        yield
+        return
+    could_be_hub_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", source) and not source.startswith(".")
+    if not could_be_hub_id:
+        raise SystemExit(f"{flag} {source}: there is no such folder. Give a folder that a training script saved.")
+    try:
+        yield
+    except OSError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise SystemExit(
+            f"{flag} {source}: there is no such folder here, and loading it as a Hub id failed ({reason}). Give a "
+            "folder that a training script saved, or a Hub id (user/name) with the network up."
+        ) from None
 
 
 def parse_config_overrides(overrides: str | None) -> dict:
@@ -47,6 +72,14 @@ def load_model(model_class, model_args: ModelArguments, tokenizer: PreTrainedTok
             raise SystemExit(
                 "--config_overrides changes the config of a new model; a checkpoint (--model_name_or_path) keeps the "
                 "config its weights were trained with. Drop --config_overrides, or leave out --model_name_or_path."
+            )
+        with explained_load_errors("--model_name_or_path", model_args.model_name_or_path):
+            architectures = AutoConfig.from_pretrained(model_args.model_name_or_path).architectures or []
+        if model_class is AutoModelForSeq2SeqLM and any("SequenceClassification" in name for name in architectures):
+            raise SystemExit(
+                f"--model_name_or_path {model_args.model_name_or_path} is a classifier: the encoder alone, with no "
+                "decoder to translate with. Start from a sequence-to-sequence checkpoint (pretrain.py or "
+                "finetune_translation.py), or from a new model."
             )
         model = model_class.from_pretrained(model_args.model_name_or_path, **config_kwargs, **kwargs)
     else:
