@@ -3,7 +3,10 @@
 import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -111,3 +114,18 @@ def toy_reviews(count: int, seed: int, neutral_words: tuple[int, int] = (4, 4), 
 def write_jsonl(path: Path, rows: list[dict]) -> str:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`training/demo.py` shortened to 500 steps and 40 test numbers, run once for the session: tests/test_demo.py
+    checks the run, the attention test that its model has learned the alignment of number words (150 steps, the
+    demo's --quick, have not), and the app test starts a fine-tuning run from it (`demo_run.model`)."""
+    folder = tmp_path_factory.mktemp("demo")
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "training" / "demo.py"), "--max_steps", "500", "--test_size", "40",
+         "--output_dir", str(folder)],
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return SimpleNamespace(folder=folder, model=folder / "model", stdout=completed.stdout, stderr=completed.stderr)

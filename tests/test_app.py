@@ -1,7 +1,7 @@
 """The web app (app/app.py), driven through its HTTP API with `gradio_client` as a browser drives it: a real server on
 127.0.0.1 with real uploads, fine-tuning runs to their end (the package's scripts in child processes), a push to
-the test Hub (`hub_server.py`), the Try tab on the pushed model, the files a user gets wrong, each with its
-message on the page, and the files of the app as a Hub Space.
+the test Hub (`hub_server.py`), the Try tab on the pushed model and on a run's model, and the files a user gets
+wrong, each with its message on the page.
 
 The server runs in a child process for the module, with its own runs folder, Hugging Face cache and the test Hub
 as HF_ENDPOINT; it has no token of its own, so a push needs the one typed in the page.
@@ -17,10 +17,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO_ROOT, toy_reviews, word_level_tokenizer
+from conftest import REPO_ROOT, toy_reviews, word_level_tokenizer, write_jsonl
 from gradio_client import Client, handle_file
 from hub_server import HubServer
 from test_hub import TOKEN, files_at_head, hub_env
+
+from hf_scratch_transformer.demo_data import make_demo_splits
 
 MAX_FILE_MB = 1
 RUN_TIMEOUT_S = 600
@@ -147,6 +149,30 @@ def test_a_csv_becomes_a_fine_tuned_evaluated_pushed_model(app, client, hub, tmp
     )
     assert {item["label"] for item in scores["value"]["confidences"]} == {"negative", "positive"}
     assert not translation["visible"] and attention["type"] == "matplotlib"
+
+
+def test_a_translation_from_json_lines_starting_from_a_folder(app, client, demo_run, tmp_path):
+    pairs = make_demo_splits(train_size=100, validation_size=0, test_size=0, seed=1)["train"]["translation"]
+    upload = write_jsonl(tmp_path / "numbers.jsonl", [{"translation": pair} for pair in pairs])
+    text_column, label_column, _ = client.predict(handle_file(upload), "translation", api_name="/inspect_file")
+    assert (text_column["value"], label_column["value"]) == ("translation.en", "translation.de")
+    assert text_column["label"] == "Source column"
+
+    settings = ["translation", "translation.en", "translation.de", "existing", str(demo_run.model), 10, 1e-4]
+    started, _ = client.predict(handle_file(upload), *settings, api_name="/start_run")
+    assert started.startswith("Started") and "90 rows to train on, 10 held out" in started, started
+    status, _, _, results, samples, picture, _ = wait_for_the_run(client)
+    assert status.startswith("**Done**"), status
+    assert "Validation BLEU" in results
+    assert samples["value"]["headers"] == ["source", "reference", "model"] and len(samples["value"]["data"]) == 5
+    assert picture["visible"] and Path(picture["value"]).read_bytes().startswith(b"\x89PNG")  # the run's attention
+
+    # "Try this model" opens the run's model in the Try tab: a translator, with its attention map.
+    model_name, description = client.predict("", api_name="/try_run_model")
+    assert model_name.endswith("model") and "a translator" in description
+    translation, scores, attention = client.predict(model_name, "three hundred", 2, 16, api_name="/run_model")
+    assert translation["visible"] and translation["value"] and not scores["visible"]
+    assert attention["type"] == "matplotlib" and attention["plot"].startswith("data:image")
 
 
 def test_a_crashing_run_leaves_the_app_running_and_a_run_can_be_stopped(app, client, tmp_path):

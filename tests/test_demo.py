@@ -1,41 +1,33 @@
-"""`make demo`'s program on a shortened run: every step works and the reloaded model translates."""
+"""`make demo`'s program on a shortened run (conftest.demo_run): every step works, and the reloaded model translates
+nearly all held-out numbers."""
 
 import json
-import subprocess
-import sys
 
-from conftest import REPO_ROOT
 from test_readme import DEMO_MODEL, readme_snippets
 
 
-def test_demo_quick_run(tmp_path):
-    completed = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "training" / "demo.py"), "--quick", "--output_dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    # Our own files cause no warning: generate() uses the saved generation_config.json as it is.
-    assert "seem to have been set" not in completed.stdout + completed.stderr
-    results = json.loads((tmp_path / "demo_results.json").read_text())
+def test_demo_short_run(demo_run, tmp_path, monkeypatch):
+    results = json.loads((demo_run.folder / "demo_results.json").read_text())
     assert results["test_examples"] == 40
-    # 150 steps get no held-out number right yet (exact match 0; the full demo's 1600 get all 500), but
-    # character-level BLEU sees the German they get partly right (about 12), where word BLEU of one-word outputs
-    # is 0. The training log's final evaluation scores the same way (the validation numbers, also about 12).
-    training_results = json.loads((tmp_path / "model" / "all_results.json").read_text())
-    assert results["char_bleu"] > 0 and training_results["eval_bleu"] > 0, (results, training_results)
-    assert "|tok:char|" in training_results["eval_bleu_signature"]
-    assert "Held-out translations (English -> German)" in completed.stdout
-    log = json.loads((tmp_path / "model" / "trainer_state.json").read_text())["log_history"]
+    assert results["exact_match"] >= 0.8 and results["char_bleu"] >= 90.0  # 500 steps: 97.5 % and 99.2 measured
+    assert "Held-out translations (English -> German)" in demo_run.stdout
+    # Our own files cause no warning: generate() uses the saved generation_config.json as it is.
+    assert "seem to have been set" not in demo_run.stdout + demo_run.stderr
+    # The training log's evaluation scores characters, as the demo does (word BLEU of one-word numbers is 0).
+    training_results = json.loads((demo_run.model / "all_results.json").read_text())
+    assert "|tok:char|" in training_results["eval_bleu_signature"] and training_results["eval_bleu"] > 50
+    log = json.loads((demo_run.model / "trainer_state.json").read_text())["log_history"]
     losses = [entry["loss"] for entry in log if "loss" in entry]
-    assert losses[-1] < 0.6 * losses[0], losses  # 150 steps: the model has clearly started to learn
-    assert (tmp_path / "model" / "model.safetensors").is_file() and (
-        tmp_path / "tokenizer" / "tokenizer.json"
-    ).is_file()
+    assert losses[-1] < 0.3 * losses[0], losses  # 500 steps: the model has learned most of the task
+    assert (demo_run.model / "model.safetensors").is_file()
+    assert (demo_run.folder / "tokenizer" / "tokenizer.json").is_file()
 
-    # The README's translation snippet runs against this model.
-    (snippet,) = [snippet for snippet in readme_snippets() if DEMO_MODEL in snippet]
+    # The README's snippets that use the demo's model run against this one, in order, in one namespace.
+    snippets = [snippet for snippet in readme_snippets() if DEMO_MODEL in snippet]
+    assert len(snippets) == 2
+    monkeypatch.chdir(tmp_path)  # the attention snippet saves a picture
     namespace: dict = {}
-    exec(compile(snippet.replace(DEMO_MODEL, str(tmp_path / "model")), "README.md", "exec"), namespace)
+    for snippet in snippets:
+        exec(compile(snippet.replace(DEMO_MODEL, str(demo_run.model)), "README.md", "exec"), namespace)
     assert len(namespace["tokenizer"].batch_decode(namespace["ids"], skip_special_tokens=True)) == 2
+    assert (tmp_path / "attention.png").read_bytes().startswith(b"\x89PNG")

@@ -10,7 +10,7 @@
    word-level BLEU no 2-, 3- or 4-grams to count); print a few translations.
 
     python training/demo.py                 # the full demo (README lists its expected numbers)
-    python training/demo.py --quick         # a shortened run, for the test suite
+    python training/demo.py --quick         # a shortened run (150 steps) that shows every step works
 """
 
 import argparse
