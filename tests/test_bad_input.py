@@ -228,7 +228,10 @@ def test_config_overrides_on_a_checkpoint_are_refused(monkeypatch, files, tmp_pa
     [
         (["--target_lang", "de", "--num_beams", "0"], r"--num_beams must be at least 1, got 0"),
         (["--target_lang", "en"], r"--source_lang and --target_lang are both 'en'"),
-        (["--target_lang", "de", "--num_beams", "2", "--num_beams", "4"], r"--num_beams given more than once"),
+        (
+            ["--target_lang", "de", "--config_overrides", "d_model=32", "--config_overrides", "dropout=0.1"],
+            r"--config_overrides given 2 times: join the changes in one",
+        ),
         (["--target_lang", "de", "--lr_scheduler_type", "sometimes"], r"invalid choice: 'sometimes'"),
     ],
 )

@@ -96,11 +96,11 @@ def parse_arguments(*dataclass_types, argv: list[str] | None = None) -> tuple:
     single .json or .yaml file that holds them all."""
     parser = HfArgumentParser(dataclass_types)
     argv = sys.argv[1:] if argv is None else argv
-    # argparse keeps the last of a flag given twice: the first would be dropped without a word.
-    flags = [word.split("=", 1)[0] for word in argv if word.startswith("--")]
-    repeated = sorted({flag for flag in flags if flags.count(flag) > 1})
-    if repeated:
-        parser.error(f"{', '.join(repeated)} given more than once: give each flag once (join the values).")
+    # argparse keeps the last of a flag given twice, which is how a base list of flags is overridden; but a second
+    # --config_overrides reads as more changes, and would silently drop the first ones.
+    given = [word.split("=", 1)[0] for word in argv].count("--config_overrides")
+    if given > 1:
+        parser.error(f"--config_overrides given {given} times: join the changes in one, comma-separated.")
     try:
         if len(argv) == 1 and argv[0].endswith(".json"):
             return parser.parse_json_file(os.path.abspath(argv[0]))
