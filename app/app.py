@@ -27,7 +27,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The package, the training scripts (push_to_hub, plot_attention) and fine_tuning.py beside this file, without
 # installing anything: a Hub Space runs this file from a copy of the repository.
-sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "training"), str(Path(__file__).resolve().parent)]
+sys.path[:0] = [str(REPO_ROOT), str(Path(__file__).resolve().parent)]
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,11 +58,11 @@ from fine_tuning import (  # noqa: E402
     read_table,
 )
 from huggingface_hub import constants  # noqa: E402
-from plot_attention import load_model_and_tokenizer  # noqa: E402
-from push_to_hub import PushError, push_run  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
 from hf_scratch_transformer.visualization import attention_maps, draw_attention  # noqa: E402
+from training.plot_attention import load_model_and_tokenizer  # noqa: E402
+from training.push_to_hub import PushError, push_run  # noqa: E402
 
 MANAGER = RunManager(ARGS.runs_dir.resolve(), max_file_bytes=int(ARGS.max_file_mb * 1e6))
 LOADED: dict[str, tuple] = {}  # the model last loaded in the Try tab: name -> (model, tokenizer)

@@ -153,8 +153,9 @@ def test_translation_samples_are_written(new_model_run, demo):
 
 
 def test_the_cross_attention_of_the_shortest_translations_is_drawn_for_the_card(new_model_run, tmp_path):
-    from model_card import make_model_card  # training/, on sys.path since load_script()
     from PIL import Image
+
+    from training.model_card import make_model_card
 
     picture = Image.open(new_model_run / ft.ATTENTION_FILE)
     assert picture.format == "PNG" and picture.width > 600  # three maps side by side
