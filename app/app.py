@@ -69,7 +69,8 @@ LOADED: dict[str, tuple] = {}  # the model last loaded in the Try tab: name -> (
 PREDICTIONS: dict[Path, pd.DataFrame] = {}  # run folder -> its validation predictions, made once
 # task -> (name, key in all_results.json, format) of the validation metrics shown
 METRICS = {"classification": [("accuracy", "eval_accuracy", "{:.1%}"), ("F1", "eval_f1", "{:.3f}")],
-           "translation": [("BLEU", "eval_bleu", "{:.1f}"), ("chrF", "eval_chrf", "{:.1f}")]}  # fmt: skip
+           "translation": [("chrF", "eval_chrf", "{:.1f}"), ("BLEU", "eval_bleu", "{:.1f}")]}  # fmt: skip
+SAMPLE_COLUMN_WIDTHS = {"classification": ["60%", "20%", "20%"], "translation": ["34%", "33%", "33%"]}
 DEMO_MODEL = REPO_ROOT / "runs" / "demo" / "model"  # what `make demo` trains, offered first when it is there
 
 
@@ -160,6 +161,13 @@ def inspect_file(path: str | None, task: str):
     )
 
 
+def choose_start(start_from: str):
+    """Show the folder / Hub id field for a trained model, and offer a learning rate that suits the start: a model
+    that already knows its task is fine-tuned ten times more gently than a new one is trained."""
+    existing = start_from == "existing"
+    return gr.Textbox(visible=existing), gr.Number(1e-4 if existing else 1e-3)
+
+
 def start_run(path, task, text_column, label_column, start_from, start_model, steps, learning_rate):
     """Start a run; a message for the page (what started, or why nothing did) and the timer that follows it."""
     if path is None:
@@ -237,7 +245,9 @@ def run_status():
         progress_html(run, done_steps if run.active or not done else run.settings.steps),
         curve,
         results_text(run) if done else "",
-        gr.Dataframe(predictions(run) if done else None, visible=done),
+        gr.Dataframe(
+            predictions(run) if done else None, visible=done, column_widths=SAMPLE_COLUMN_WIDTHS[run.settings.task]
+        ),
         gr.Image(str(attention) if done and attention.is_file() else None, visible=done and attention.is_file()),
         gr.Group(visible=done),
         gr.Timer(active=run.active),
@@ -249,10 +259,16 @@ def results_text(run: Run) -> str:
     scores = ", ".join(
         f"{name} {style.format(results[key])}" for name, key, style in METRICS[run.settings.task] if key in results
     )
-    return (
+    text = (
         f"### Validation {scores}\n\non the {run.validation_rows} held-out rows, after {run.settings.steps} steps "
         f"on {run.train_rows} rows (training loss {results.get('train_loss', float('nan')):.3f})."
     )
+    if results.get("eval_bleu") == 0 and results.get("eval_chrf", 0) > 0:
+        text += (
+            " BLEU counts the word sequences of up to four words that the output shares with the reference: outputs "
+            "shorter than four words score 0 whatever their quality; chrF counts characters."
+        )
+    return text
 
 
 def predictions(run: Run) -> pd.DataFrame:
@@ -370,21 +386,22 @@ def build() -> gr.Blocks:
                         status = gr.Markdown()
                         progress = gr.HTML()
                         loss_curve = gr.LinePlot(x="step", y="loss", title="Training loss", height=260)
-                        results = gr.Markdown()
-                        samples = gr.Dataframe(label="Held-out rows and the model's output", visible=False, wrap=True)
-                        run_attention = gr.Image(label="Cross-attention of held-out translations", visible=False)
-                        with gr.Group(visible=False) as push_form:
-                            with gr.Row(equal_height=True):
-                                repo_id = gr.Textbox(label="Hub repo id", placeholder="your-name/scratch-model")
-                                token = gr.Textbox(
-                                    label="Hub token (write access; empty: the server's HF_TOKEN)",
-                                    type="password",
-                                    placeholder="hf_...",
-                                )
-                            with gr.Row():
-                                push_button = gr.Button("Push to the Hub", variant="primary")
-                                try_button = gr.Button("Try this model")
-                            push_message = gr.Markdown()
+                # The results, the width of the page: the held-out rows and the attention picture are wide.
+                results = gr.Markdown()
+                samples = gr.Dataframe(label="Held-out rows and the model's output", visible=False, wrap=True)
+                run_attention = gr.Image(show_label=False, visible=False)  # the picture has a heading of its own
+                with gr.Group(visible=False) as push_form:
+                    with gr.Row(equal_height=True):
+                        repo_id = gr.Textbox(label="Hub repo id", placeholder="your-name/scratch-model")
+                        token = gr.Textbox(
+                            label="Hub token (write access; empty: the server's HF_TOKEN)",
+                            type="password",
+                            placeholder="hf_...",
+                        )
+                    with gr.Row():
+                        push_button = gr.Button("Push to the Hub", variant="primary")
+                        try_button = gr.Button("Try this model")
+                    push_message = gr.Markdown()
         timer = gr.Timer(1.0, active=False)
 
         load_outputs = [model_info, run_button, generation_options]
@@ -397,9 +414,7 @@ def build() -> gr.Blocks:
         upload.upload(inspect_file, [upload, task], [text_column, label_column, file_message], api_name="inspect_file")
         upload.clear(inspect_file, [upload, task], [text_column, label_column, file_message], api_visibility="private")
         task.change(inspect_file, [upload, task], [text_column, label_column, file_message], api_visibility="private")
-        start_from.change(
-            lambda choice: gr.Textbox(visible=choice == "existing"), start_from, start_model, api_visibility="private"
-        )
+        start_from.change(choose_start, start_from, [start_model, learning_rate], api_visibility="private")
         start_inputs = [upload, task, text_column, label_column, start_from, start_model, steps, learning_rate]
         start_button.click(start_run, start_inputs, [start_message, timer], api_name="start_run")
         stop_button.click(stop_run, None, start_message, api_name="stop_run")

@@ -419,10 +419,11 @@ class ScratchTransformerDecoderLayer(ScratchTransformerLayer):
 class ScratchTransformerPreTrainedModel(PreTrainedModel):
     """Initialisation, and what `from_pretrained` needs to know about the model.
 
-    Initialisation (the paper does not state its own): linear layers N(0, init_std) with zero biases, the
-    BART/Marian convention; token embeddings N(0, d_model^-1/2) when `scale_embedding`, so that after the
-    sqrt(d_model) scale they have unit variance, the scale of the sinusoids they are added to (as fairseq
-    does), else N(0, init_std); the padding row zero; LayerNorm weight 1, bias 0; sinusoidal tables recomputed.
+    Initialisation (the paper does not state its own): linear layers Xavier-uniform (variance 2 / (fan_in +
+    fan_out)), as its reference code and `nn.Transformer` do, or N(0, init_std) when `init_std` is set (the
+    BART/Marian convention), with zero biases; token embeddings N(0, d_model^-1/2) when `scale_embedding`, so that
+    after the sqrt(d_model) scale they have unit variance, the scale of the sinusoids they are added to (as fairseq
+    does), else N(0, init_std or 0.02); the padding row zero; LayerNorm weight 1, bias 0; sinusoidal tables recomputed.
     `from_pretrained` runs this for weights a checkpoint lacks, and for the sinusoidal buffers it never holds.
     """
 
@@ -506,7 +507,7 @@ class ScratchTransformerPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.init_std
+        std = 0.02 if self.config.init_std is None else self.config.init_std  # for embeddings without the scale
         if isinstance(module, ScratchTransformerSinusoidalPositions):
             init.copy_(module.table, sinusoidal_table(*module.table.shape))
         elif isinstance(module, ScratchTransformerLearnedPositions):
@@ -517,7 +518,10 @@ class ScratchTransformerPreTrainedModel(PreTrainedModel):
             if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
                 init.zeros_(module.weight[module.padding_idx])
         elif isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
+            if self.config.init_std is None:
+                init.xavier_uniform_(module.weight)
+            else:
+                init.normal_(module.weight, mean=0.0, std=self.config.init_std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):

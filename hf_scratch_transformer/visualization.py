@@ -207,12 +207,14 @@ def draw_attention(maps: AttentionMaps, layer: int | str = -1, head: int | str =
                 ax.set_ylabel(AXIS_NAMES[maps.kind][0])
             if grid_row == rows - 1:
                 ax.set_xlabel(AXIS_NAMES[maps.kind][1])
-    figure.colorbar(image, ax=axes, shrink=min(1.0, 3.0 / (rows * panel_height)) if rows > 1 else 0.9)
+    figure.colorbar(image, ax=axes, shrink=0.9 if rows == 1 else 0.6)
     heading = f"{TITLES[maps.kind]}: {maps.source!r}"
     if maps.output_text is not None:
         heading += f" -> {maps.output_text!r}"
-    # Wrapped to the figure's width (about 8 characters an inch at 11 pt), so that a long sentence is not cut off.
-    figure.suptitle(textwrap.fill(heading, width=int(8 * figure.get_figwidth())), fontsize=11)
+    # Wrapped to the figure's width (about 8 characters an inch at 11 pt), so that a long sentence is not cut off;
+    # a German compound stays whole.
+    width = int(8 * figure.get_figwidth())
+    figure.suptitle(textwrap.fill(heading, width=width, break_long_words=False), fontsize=11)
     return figure
 
 

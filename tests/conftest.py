@@ -129,3 +129,13 @@ def demo_run(tmp_path_factory):
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-4000:]
     return SimpleNamespace(folder=folder, model=folder / "model", stdout=completed.stdout, stderr=completed.stderr)
+
+
+def pytest_collection_modifyitems(items):
+    """Under `pytest -n 2 --dist loadgroup` (`make test`), each test file runs whole on one worker, so that its
+    module-scoped fixtures (a trained checkpoint, a demo run) are built once; the files that use the session's
+    `demo_run` share one worker, so that the demo trains once."""
+    files_using_the_demo = {item.module.__name__ for item in items if "demo_run" in item.fixturenames}
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("demo_run" if module in files_using_the_demo else module))

@@ -163,7 +163,7 @@ def test_a_translation_from_json_lines_starting_from_a_folder(app, client, demo_
     assert started.startswith("Started") and "90 rows to train on, 10 held out" in started, started
     status, _, _, results, samples, picture, _ = wait_for_the_run(client)
     assert status.startswith("**Done**"), status
-    assert "Validation BLEU" in results
+    assert "Validation chrF" in results and "BLEU" in results
     assert samples["value"]["headers"] == ["source", "reference", "model"] and len(samples["value"]["data"]) == 5
     assert picture["visible"] and Path(picture["value"]).read_bytes().startswith(b"\x89PNG")  # the run's attention
 

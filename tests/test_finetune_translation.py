@@ -265,7 +265,7 @@ def test_paper_schedule_peaks_at_warmup():
 # ---------------------------------------------------------------------------------------------------------------
 
 ERROR_CASES = ("no_translation_column", "missing_language", "learned_positions_too_short", "output_dir_holds_run")
-ERROR_CASES += ("tokenizer_larger_than_vocab",)
+ERROR_CASES += ("tokenizer_larger_than_vocab", "eval_only_without_a_model")
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +289,7 @@ def error_runs(demo):
         "output_dir_holds_run": [*data_flags(demo), "--target_lang", "de", *tokenizer],
         "tokenizer_larger_than_vocab": [*data_flags(demo), "--target_lang", "de", *tokenizer]
         + ["--model_name_or_path", small_checkpoint],
+        "eval_only_without_a_model": [*data_flags(demo), "--target_lang", "de", *tokenizer, "--eval_only"],
     }
     processes = {}
     for name, args in cases.items():
@@ -315,6 +316,7 @@ def error_runs(demo):
         ("learned_positions_too_short", ["--max_source_length gives sequences of up to 128 tokens", "(64)"]),
         ("output_dir_holds_run", ["already holds a run", "--overwrite_output_dir"]),
         ("tokenizer_larger_than_vocab", ["The tokenizer has 400 tokens but the model's vocab_size is 50"]),
+        ("eval_only_without_a_model", ["--eval_only evaluates a trained model", "--model_name_or_path"]),
     ],
 )
 def test_bad_input_stops_with_a_clear_message(error_runs, case, expected):

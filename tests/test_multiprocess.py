@@ -112,12 +112,14 @@ def run(command, check=True) -> subprocess.CompletedProcess:
     return completed
 
 
-def script_arguments(script: str, data: Path, output_dir: Path, batch_size: int) -> list:
+def script_arguments(script: str, data: Path, output_dir: Path, batch_size: int, new_model: bool = True) -> list:
     """`STEPS` steps in file order (sequential sampler): with 2 processes of 4 rows, rank 0 takes rows 0-3 and
-    rank 1 rows 4-7 of each 8, the batch of the single process."""
+    rank 1 rows 4-7 of each 8, the batch of the single process. A new model is the tiny one; without `new_model`
+    the caller passes `--model_name_or_path`."""
     return [
         *SCRIPTS[script], "--train_file", data / "train.jsonl", "--tokenizer_name", data / "tokenizer",
-        "--config_overrides", TINY_MODEL, "--output_dir", output_dir, "--per_device_train_batch_size", batch_size,
+        *(["--config_overrides", TINY_MODEL] if new_model else []),
+        "--output_dir", output_dir, "--per_device_train_batch_size", batch_size,
         "--max_steps", STEPS, "--save_steps", STEPS, "--logging_steps", 1, "--train_sampling_strategy", "sequential",
         "--learning_rate", 1e-3, "--seed", 0, "--use_cpu", "--report_to", "none", "--disable_tqdm", "true",
         "--ddp_find_unused_parameters", "false",
@@ -149,9 +151,12 @@ def test_two_cpu_processes_train_as_one_process_with_the_same_global_batch(scrip
         difference = max(abs(a[key] - b[key]) for a, b in zip(two_logs, one_logs, strict=True))
         assert difference <= 1e-5, (key, [a[key] for a in two_logs], [b[key] for b in one_logs])
 
+    # The weights agree to within one Adam step (the learning rate, 1e-3): Adam divides each gradient by its running
+    # RMS, so a gradient at rounding level (an embedding row the batch hardly uses, summed in another order across
+    # processes) can move its weight by a visible fraction of a step; losing a process's rows moves them by many.
     first, second = load_file(two / "model.safetensors"), load_file(one / "model.safetensors")
     difference = max((first[name] - second[name]).abs().max().item() for name in first)
-    assert difference <= 1e-5, difference
+    assert difference <= 1e-3, difference
 
 
 def test_accelerate_launch_cpu_with_two_processes_is_refused(sentiment, tmp_path):
@@ -215,9 +220,9 @@ def test_two_cpu_processes_train_a_lora_adapter_as_one_process(translation, tmp_
     two, one = tmp_path / "two_processes", tmp_path / "one_process"
     launched = run(
         [*ACCELERATE_LAUNCH, "--config_file", CONFIGS / "cpu_2proc.yaml",
-         *script_arguments("translation", translation, two, 4), *peft]
+         *script_arguments("translation", translation, two, 4, new_model=False), *peft]
     )  # fmt: skip
-    run([sys.executable, *script_arguments("translation", translation, one, 8), *peft])
+    run([sys.executable, *script_arguments("translation", translation, one, 8, new_model=False), *peft])
 
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in (two / f"checkpoint-{STEPS}").iterdir()}
     two_logs, one_logs = training_logs(two), training_logs(one)

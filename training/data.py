@@ -22,11 +22,12 @@ LIMIT_FLAGS = {"train": "--max_train_samples", "validation": "--max_eval_samples
 
 
 def load_raw_datasets(
-    data_args: DataArguments, streaming: bool = False
+    data_args: DataArguments, streaming: bool = False, needs_train: bool = True
 ) -> dict[str, datasets.Dataset | datasets.IterableDataset]:
     """{"train": ..., "validation": ...}, validation only where there is one, each cut to --max_train_samples or
     --max_eval_samples rows. With `streaming` the train split is a stream, read as training goes and never held
-    whole; validation is always held in memory, since every evaluation reads all of it."""
+    whole; validation is always held in memory, since every evaluation reads all of it. A run that only evaluates
+    (`needs_train=False`) may pass --validation_file alone."""
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples}
     for split, limit in limits.items():
         if limit is not None and limit <= 0:
@@ -39,7 +40,7 @@ def load_raw_datasets(
     if data_args.dataset_name is not None:
         sources = {split: f"The {split} split of --dataset_name {data_args.dataset_name}" for split in LIMIT_FLAGS}
         raw = load_hub_splits(data_args, streaming)
-    elif "train" in files:
+    elif "train" in files or (not needs_train and "validation" in files):
         sources = {split: f"--{split}_file {path}" for split, path in files.items()}
         raw = {
             split: load_data_file(sources[split], path, streaming and split == "train", data_args.cache_dir)
@@ -51,7 +52,7 @@ def load_raw_datasets(
     for split, dataset in raw.items():
         if first_row(dataset) is None:
             raise SystemExit(f"{sources[split]} has no rows: there is nothing to read.")
-    if "validation" in files:
+    if "train" in files and "validation" in files:
         train_columns, validation_columns = column_names(raw["train"]), column_names(raw["validation"])
         if set(train_columns) != set(validation_columns):
             raise SystemExit(

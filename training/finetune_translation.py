@@ -106,6 +106,13 @@ class TranslationArguments:
     num_samples_to_write: int = field(
         default=20, metadata={"help": f"Validation translations to write to {SAMPLES_FILE} (0: none)."}
     )
+    eval_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Evaluate --model_name_or_path on the validation data (BLEU, chrF, samples, attention map) and "
+            "train nothing: e.g. a model that training/average_checkpoints.py made. --train_file is not needed."
+        },
+    )
     bleu_tokenize: str = field(
         default="13a",
         metadata={
@@ -215,11 +222,21 @@ def main() -> None:
         training_args.generation_num_beams = task_args.num_beams
     if training_args.generation_max_length is None:
         training_args.generation_max_length = task_args.max_target_length
+    if task_args.eval_only and (model_args.model_name_or_path is None or peft_args.peft is not None):
+        raise SystemExit(
+            "--eval_only evaluates a trained model as it is: pass it as --model_name_or_path, without --peft "
+            "(which would add a new, untrained adapter)."
+        )
     set_seed(training_args.seed)
 
     # 1. Data: a translation column holding both languages.
     source_lang, target_lang = task_args.source_lang, task_args.target_lang
-    raw = load_raw_datasets(data_args)
+    raw = load_raw_datasets(data_args, needs_train=not task_args.eval_only)
+    if task_args.eval_only and "validation" not in raw:
+        raise SystemExit(
+            "--eval_only evaluates on the validation data: pass --validation_file (or a --dataset_name "
+            "with a validation split)."
+        )
     for split, dataset in raw.items():
         require_columns(dataset, [TRANSLATION_COLUMN], "Parallel data holds a dict of language -> text in it.")
         languages = translation_languages(dataset)
@@ -296,7 +313,7 @@ def main() -> None:
     trainer = trainer_class(
         model=model,
         args=training_args,
-        train_dataset=tokenized["train"],
+        train_dataset=tokenized.get("train"),
         eval_dataset=tokenized.get("validation"),
         processing_class=tokenizer,
         # Pads sources with <pad> and labels with -100 (ignored by the loss), and makes decoder_input_ids by
@@ -304,7 +321,7 @@ def main() -> None:
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         compute_metrics=compute_metrics if training_args.predict_with_generate else None,
     )
-    metrics = trainer.train(resume_from_checkpoint=resume_from).metrics
+    metrics = {} if task_args.eval_only else trainer.train(resume_from_checkpoint=resume_from).metrics
     if "validation" in tokenized:
         metrics.update(trainer.evaluate())
         metrics.update({f"eval_{name}": value for name, value in signatures.items()})

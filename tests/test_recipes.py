@@ -1,0 +1,50 @@
+"""The quality recipes of training/recipes/ run from end to end at a tiny size on the real data (the sizes come from
+the environment; the recipe's own defaults are the full runs that benchmarks/QUALITY.md reports)."""
+
+import json
+import os
+import subprocess
+
+import pytest
+from conftest import REPO_ROOT, SHARED_DATA
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+pytestmark = pytest.mark.skipif(not (SHARED_DATA / "multi30k").is_dir(), reason="needs ../shared/data/multi30k")
+
+TINY = {
+    "MODEL": "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2,"
+    "encoder_ffn_dim=64,decoder_ffn_dim=64",
+    "VOCAB": "400",
+    "EPOCHS": "3",
+    "AVERAGE": "2",
+    "BATCH": "32",
+    "TRAIN_FLAGS": "--max_train_samples 128",
+    "EVAL_FLAGS": "--max_eval_samples 8",
+}
+
+
+def test_multi30k_recipe_trains_averages_and_evaluates(tmp_path):
+    out = tmp_path / "multi30k"
+    env = {**os.environ, **TINY, "OUT": str(out), "DATA": str(SHARED_DATA), "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        ["bash", REPO_ROOT / "training" / "recipes" / "multi30k.sh"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+
+    # One checkpoint an epoch (4 steps of 32 pairs), of which the last AVERAGE were kept and averaged.
+    checkpoints = sorted(path.name for path in (out / "model").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-12", "checkpoint-8"], checkpoints
+    assert "Saved the average of 2 checkpoints" in (out / "average.log").read_text()
+    model = AutoModelForSeq2SeqLM.from_pretrained(out / "averaged")
+    tokenizer = AutoTokenizer.from_pretrained(out / "averaged")
+    assert len(tokenizer) <= model.config.vocab_size == 400
+
+    # The evaluation runs trained nothing: their results hold evaluation numbers only, of the 8 validation pairs
+    # (all of which the samples file holds) decoded with 5 beams, and the printed summary quotes them.
+    for name in ("model", "averaged"):
+        results = json.loads((out / f"{name}_eval" / "all_results.json").read_text())
+        assert "train_loss" not in results and "13a" in results["eval_bleu_signature"], results
+        assert f"{name:>9}: sacreBLEU {results['eval_bleu']:.2f}" in completed.stdout
+        assert json.loads((out / f"{name}_eval" / "generation_config.json").read_text())["num_beams"] == 5
+        assert len((out / f"{name}_eval" / "translation_samples.jsonl").read_text().splitlines()) == 8
