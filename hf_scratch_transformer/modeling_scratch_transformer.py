@@ -1,15 +1,20 @@
 """The Transformer of "Attention Is All You Need" (Vaswani et al., 2017), written from scratch as a Hugging Face model.
 
+Everything in it is built around one formula, scaled dot-product attention (section 3.2.1):
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+
 The file reads in forward order, as the paper does:
 
-1. masks, and scaled dot-product attention, softmax(Q K^T / sqrt(d_k)) V        (section 3.2.1)
+1. scaled dot-product attention, the formula above, written out                 (section 3.2.1)
 2. multi-head attention with `q_proj`, `k_proj`, `v_proj`, `out_proj`         (section 3.2.2)
 3. the position-wise feed-forward network, `fc1` then `fc2`                     (section 3.3)
 4. sinusoidal or learned positions                                              (section 3.5)
 5. the encoder layer and the decoder layer                                      (section 3.1)
 6. the pretrained base class: initialisation, loading, the shared embedding (as in Marian's file, before the stacks,
    which are pretrained models of their own)
-7. the encoder and the decoder stacks
+7. the masks (which keys each query may see: not padding, and in the decoder not the future), and the encoder and
+   decoder stacks that build them
 8. the bare encoder-decoder model
 9. the heads: language modelling (translation, `generate()`) and sequence classification
 
@@ -47,49 +52,8 @@ from .configuration_scratch_transformer import ScratchTransformerConfig
 logger = logging.get_logger(__name__)
 
 # ---------------------------------------------------------------------------------------------------------------
-# 1. Masks and scaled dot-product attention
+# 1. Scaled dot-product attention
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Turn a boolean "may attend" mask into one added to the attention scores: 0 where allowed, the dtype's
-    minimum where not. The minimum rather than -inf keeps a row with no allowed key finite (uniform, not NaN)."""
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
-
-
-def builds_own_masks(config: ScratchTransformerConfig, output_attentions: bool) -> bool:
-    """Eager attention (which a request for attention weights always runs) and SDPA take the additive masks built
-    below. Other kernels (flash attention, ...) take the formats `transformers.masking_utils` builds for them."""
-    return output_attentions or config._attn_implementation in (None, "eager", "sdpa")
-
-
-def padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """(B, S) with 1 for tokens and 0 for padding -> additive (B, 1, 1, S), broadcast over heads and queries.
-
-    None when nothing is padding: adding zeros changes nothing, and without a mask each decoding step skips
-    building one and SDPA takes its unmasked path. (Under `torch.compile` the mask is always built: the check would
-    make the graph depend on the data.)"""
-    if attention_mask is None or (not torch.compiler.is_compiling() and bool(attention_mask.all())):
-        return None
-    return additive_mask(attention_mask[:, None, None, :].bool(), dtype)
-
-
-def causal_padding_mask(
-    query_length: int,
-    past_length: int,
-    attention_mask: torch.Tensor | None,
-    dtype: torch.dtype,
-    device: torch.device,
-) -> torch.Tensor:
-    """Additive (B|1, 1, T, past + T) mask for decoder self-attention: query i, at position past + i, sees the
-    keys at positions 0 .. past + i that are not padding. Masking the future keeps training, where every target
-    position is computed at once, equal to generation, where the future does not exist yet (section 3.2.3)."""
-    key_positions = torch.arange(past_length + query_length, device=device)
-    query_positions = torch.arange(past_length, past_length + query_length, device=device)
-    allowed = (key_positions[None, :] <= query_positions[:, None])[None, None]  # (1, 1, T, past + T)
-    if attention_mask is not None:
-        allowed = allowed & attention_mask[:, None, None, :].bool()  # (B, 1, T, past + T)
-    return additive_mask(allowed, dtype)
 
 
 def eager_attention_forward(
@@ -100,7 +64,6 @@ def eager_attention_forward(
     attention_mask: torch.Tensor | None,
     scaling: float,
     dropout: float = 0.0,
-    **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled dot-product attention, softmax(Q K^T / sqrt(d_k)) V, written out.
 
@@ -167,7 +130,6 @@ class ScratchTransformerAttention(nn.Module):
         key_value_states: torch.Tensor | None = None,
         past_key_values: EncoderDecoderCache | None = None,
         output_attentions: bool = False,
-        **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """hidden_states (B, T, E) are the queries; keys and values come from `key_value_states` (B, S, E) for
         cross-attention, from `hidden_states` otherwise. Returns (B, T, E) and the weights (B, H, T, S) when
@@ -212,7 +174,6 @@ class ScratchTransformerAttention(nn.Module):
             attention_mask,
             dropout=self.dropout if self.training else 0.0,
             scaling=self.scaling,
-            **kwargs,
         )
         output = output.reshape(batch_size, query_length, -1)  # (B, T, H, D) -> (B, T, E): concatenate the heads
         return self.out_proj(output), (weights if output_attentions else None)
@@ -343,14 +304,12 @@ class ScratchTransformerEncoderLayer(ScratchTransformerLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
-        **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         residual = hidden_states
         attention_output, attention_weights = self.self_attn(
             self.sublayer_input(self.self_attn_layer_norm, hidden_states),
             attention_mask=attention_mask,
             output_attentions=output_attentions,
-            **kwargs,
         )
         hidden_states = self.sublayer_output(self.self_attn_layer_norm, residual, attention_output)
 
@@ -382,7 +341,6 @@ class ScratchTransformerDecoderLayer(ScratchTransformerLayer):
         encoder_attention_mask: torch.Tensor | None = None,
         past_key_values: EncoderDecoderCache | None = None,
         output_attentions: bool = False,
-        **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         residual = hidden_states
         attention_output, self_attention_weights = self.self_attn(
@@ -390,7 +348,6 @@ class ScratchTransformerDecoderLayer(ScratchTransformerLayer):
             attention_mask=attention_mask,
             past_key_values=past_key_values,
             output_attentions=output_attentions,
-            **kwargs,
         )
         hidden_states = self.sublayer_output(self.self_attn_layer_norm, residual, attention_output)
 
@@ -401,7 +358,6 @@ class ScratchTransformerDecoderLayer(ScratchTransformerLayer):
             key_value_states=encoder_hidden_states,
             past_key_values=past_key_values,
             output_attentions=output_attentions,
-            **kwargs,
         )
         hidden_states = self.sublayer_output(self.encoder_attn_layer_norm, residual, attention_output)
 
@@ -530,8 +486,91 @@ class ScratchTransformerPreTrainedModel(PreTrainedModel):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 7. Encoder and decoder stacks
+# 7. Masks, and the encoder and decoder stacks
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Turn a boolean "may attend" mask into one added to the attention scores: 0 where allowed, the dtype's
+    minimum where not. The minimum rather than -inf keeps a row with no allowed key finite (uniform, not NaN)."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, S) with 1 for tokens and 0 for padding -> additive (B, 1, 1, S), broadcast over heads and queries."""
+    return additive_mask(attention_mask[:, None, None, :].bool(), dtype)
+
+
+def causal_padding_mask(
+    query_length: int,
+    past_length: int,
+    attention_mask: torch.Tensor | None,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
+    """Additive (B|1, 1, T, past + T) mask for decoder self-attention: query i, at position past + i, sees the
+    keys at positions 0 .. past + i that are not padding. Masking the future keeps training, where every target
+    position is computed at once, equal to generation, where the future does not exist yet (section 3.2.3).
+
+    This is the written-out rule; `attention_masks` passes it, or an exact shortcut, to the kernels."""
+    key_positions = torch.arange(past_length + query_length, device=device)
+    query_positions = torch.arange(past_length, past_length + query_length, device=device)
+    allowed = (key_positions[None, :] <= query_positions[:, None])[None, None]  # (1, 1, T, past + T)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, None, :].bool()  # (B, 1, T, past + T)
+    return additive_mask(allowed, dtype)
+
+
+def attention_masks(
+    config: ScratchTransformerConfig,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    output_attentions: bool,
+    encoder_hidden_states: torch.Tensor | None = None,
+    encoder_attention_mask: torch.Tensor | None = None,
+    past_key_values: EncoderDecoderCache | None = None,
+    past_length: int = 0,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The one place that decides which mask each attention kernel gets: (self-attention mask, cross-attention
+    mask), the second None in the encoder (no `encoder_hidden_states`).
+
+    Eager attention (which a request for attention weights always runs) and SDPA take the additive masks above.
+    Two shortcuts leave a mask out where it would change nothing, so that SDPA can take its faster paths:
+    - no padding mask when nothing is padding (adding zeros changes nothing). Under `torch.compile` the mask is
+      always built: the check would make the graph depend on the data;
+    - no causal mask where the future needs no hiding: one new token, which may see every cached one; and SDPA
+      without a cache, which masks the future itself (the decoder's self-attention has `is_causal`).
+    Flash attention and the other kernels transformers registers take the formats `transformers.masking_utils`
+    builds for them.
+    """
+    is_decoder = encoder_hidden_states is not None
+    if not (output_attentions or config._attn_implementation in (None, "eager", "sdpa")):
+        if not is_decoder:
+            return create_bidirectional_mask(config, inputs_embeds, attention_mask), None
+        self_cache = past_key_values.self_attention_cache if past_key_values is not None else None
+        return (
+            create_causal_mask(config, inputs_embeds, attention_mask, self_cache),
+            create_bidirectional_mask(
+                config, inputs_embeds, encoder_attention_mask, encoder_hidden_states=encoder_hidden_states
+            ),
+        )
+
+    def padding_or_none(mask: torch.Tensor | None) -> torch.Tensor | None:
+        if mask is None or (not torch.compiler.is_compiling() and bool(mask.all())):
+            return None
+        return padding_mask(mask, inputs_embeds.dtype)
+
+    if not is_decoder:
+        return padding_or_none(attention_mask), None
+    target_length = inputs_embeds.shape[1]
+    sdpa_masks_the_future = config._attn_implementation == "sdpa" and past_length == 0 and not output_attentions
+    if attention_mask is None and (target_length == 1 or sdpa_masks_the_future):
+        self_mask = None
+    else:
+        self_mask = causal_padding_mask(
+            target_length, past_length, attention_mask, inputs_embeds.dtype, inputs_embeds.device
+        )
+    return self_mask, padding_or_none(encoder_attention_mask)
 
 
 def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore_index: bool = False) -> None:
@@ -623,7 +662,6 @@ class ScratchTransformerEncoder(ScratchTransformerPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,  # `generate()` hands the encoder every model kwarg; the ones it does not use are ignored
     ) -> BaseModelOutput | tuple:
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
@@ -636,10 +674,7 @@ class ScratchTransformerEncoder(ScratchTransformerPreTrainedModel):
         positions = self.embed_positions(source_length).to(inputs_embeds.dtype)  # (S, E)
         hidden_states = F.dropout(inputs_embeds + positions, p=self.config.dropout, training=self.training)
 
-        if builds_own_masks(self.config, output_attentions):
-            mask = padding_mask(attention_mask, inputs_embeds.dtype)
-        else:
-            mask = create_bidirectional_mask(self.config, inputs_embeds, attention_mask)
+        mask, _ = attention_masks(self.config, inputs_embeds, attention_mask, output_attentions)
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
@@ -681,41 +716,6 @@ class ScratchTransformerDecoder(ScratchTransformerPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
-    def _masks(
-        self,
-        inputs_embeds: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        encoder_hidden_states: torch.Tensor,
-        encoder_attention_mask: torch.Tensor | None,
-        past_key_values: EncoderDecoderCache | None,
-        past_length: int,
-        output_attentions: bool,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The self-attention mask (causal and padding) and the cross-attention mask (source padding)."""
-        implementation = self.config._attn_implementation
-        dtype, target_length = inputs_embeds.dtype, inputs_embeds.shape[1]
-        if not builds_own_masks(self.config, output_attentions):
-            self_mask = create_causal_mask(
-                self.config,
-                inputs_embeds,
-                attention_mask,
-                past_key_values.self_attention_cache if past_key_values is not None else None,
-            )
-            cross_mask = create_bidirectional_mask(
-                self.config, inputs_embeds, encoder_attention_mask, encoder_hidden_states=encoder_hidden_states
-            )
-            return self_mask, cross_mask
-
-        sdpa_masks_the_future = implementation == "sdpa" and past_length == 0 and not output_attentions
-        if attention_mask is None and (target_length == 1 or sdpa_masks_the_future):
-            # One new token may see every cached one. And SDPA masks the future itself (`is_causal`) when queries
-            # and keys start at the same position, unless weights are requested, which runs the eager formula.
-            self_mask = None
-        else:
-            self_mask = causal_padding_mask(target_length, past_length, attention_mask, dtype, inputs_embeds.device)
-        cross_mask = padding_mask(encoder_attention_mask, dtype)
-        return self_mask, cross_mask
-
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -728,7 +728,6 @@ class ScratchTransformerDecoder(ScratchTransformerPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> BaseModelOutputWithPastAndCrossAttentions | tuple:
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
@@ -748,14 +747,15 @@ class ScratchTransformerDecoder(ScratchTransformerPreTrainedModel):
         check_mask_shape("decoder_attention_mask", attention_mask, (batch_size, past_length + target_length))
         check_mask_shape("attention_mask", encoder_attention_mask, tuple(encoder_hidden_states.shape[:2]))
 
-        self_mask, cross_mask = self._masks(
+        self_mask, cross_mask = attention_masks(
+            self.config,
             inputs_embeds,
             attention_mask,
-            encoder_hidden_states,
-            encoder_attention_mask,
-            past_key_values,
-            past_length,
             output_attentions,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values,
+            past_length=past_length,
         )
         positions = self.embed_positions(target_length, past_length).to(inputs_embeds.dtype)  # (T, E)
         hidden_states = F.dropout(inputs_embeds + positions, p=self.config.dropout, training=self.training)
@@ -843,7 +843,6 @@ class ScratchTransformerModel(ScratchTransformerPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> Seq2SeqModelOutput | tuple:
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
@@ -962,6 +961,8 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+    # Tells `Trainer` to pass `num_items_in_batch` (the forward takes it by name, and no **kwargs).
+    accepts_loss_kwargs = True
 
     def __init__(self, config: ScratchTransformerConfig):
         super().__init__(config)
@@ -1021,7 +1022,6 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
         return_dict: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         logits_to_keep: int = 0,
-        **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
         if labels is not None and logits_to_keep:
             raise ValueError("The loss needs the logits of every target position: no `logits_to_keep` with labels.")
@@ -1097,7 +1097,7 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
     _shared_vocabulary_keys = {"model.encoder.embed_tokens.weight": "model.shared.weight"}
     _tied_weights_keys = _shared_vocabulary_keys
     # The loss is a mean over the batch, not a sum to be divided by `num_items_in_batch`: this tells `Trainer` to
-    # average over processes and accumulation steps itself (our **kwargs would otherwise make it assume a sum).
+    # average over processes and accumulation steps itself.
     accepts_loss_kwargs = False
     # A checkpoint of the encoder-decoder loads without complaint: the classifier has no use for its decoder.
     _keys_to_ignore_on_load_unexpected = [r"^model\.decoder\.", r"^lm_head\."]
@@ -1137,10 +1137,9 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         past_key_values: Cache | None = None,
-        **kwargs,
     ) -> SequenceClassifierOutput | tuple:
         if past_key_values is not None:
-            # PEFT prefix tuning passes its prefix this way; swallowed by **kwargs it would silently train nothing.
+            # PEFT prefix tuning passes its prefix this way; ignored, it would silently train nothing.
             raise ValueError(
                 "The classifier is the encoder alone and keeps no key/value cache, so `past_key_values` (e.g. PEFT "
                 "prefix tuning) cannot reach it. Use LoRA or prompt tuning for classification."

@@ -11,7 +11,13 @@ from hf_scratch_transformer import (
     ScratchTransformerForSequenceClassification,
     ScratchTransformerModel,
 )
-from hf_scratch_transformer.modeling_scratch_transformer import sinusoidal_table
+from hf_scratch_transformer.modeling_scratch_transformer import (
+    attention_masks,
+    causal_padding_mask,
+    eager_attention_forward,
+    padding_mask,
+    sinusoidal_table,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Parity with torch.nn.Transformer
@@ -292,6 +298,56 @@ def test_missing_decoder_inputs_are_the_source_shifted_right_or_explained():
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize(
+    "past_length, target_length, padded",
+    [(0, 5, False), (0, 5, True), (4, 1, False), (4, 1, True), (3, 2, False), (3, 2, True)],
+    ids=["training", "training-padded", "step", "step-padded", "prompt-after-cache", "prompt-after-cache-padded"],
+)
+def test_the_masks_each_kernel_gets_equal_the_written_out_rule(implementation, past_length, target_length, padded):
+    """Where `attention_masks` leaves a mask out (nothing padded; one new token; SDPA's own causal mask), the
+    kernel still computes what eager attention computes with the reference masks: `causal_padding_mask` for
+    decoder self-attention, `padding_mask` for the source."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    config._attn_implementation = implementation
+    kernel = sdpa_attention_forward if implementation == "sdpa" else eager_attention_forward
+    batch, heads, head_dim, source_length = 2, 2, 8, 6
+    keys_length = past_length + target_length
+    decoder_mask = torch.ones(batch, keys_length, dtype=torch.long)
+    source_mask = torch.ones(batch, source_length, dtype=torch.long)
+    if padded:
+        decoder_mask[0, :2] = 0  # left padding, as generate() pads a batch of decoder prompts
+        source_mask[1, -2:] = 0
+    embeds = torch.randn(batch, target_length, config.d_model)
+    encoder_hidden_states = torch.randn(batch, source_length, config.d_model)
+
+    def attend(mask, reference_mask, is_causal, query_length, key_length):
+        module = nn.Module().eval()
+        module.is_causal = is_causal
+        query = torch.randn(batch, heads, query_length, head_dim)
+        key, value = torch.randn(2, batch, heads, key_length, head_dim)
+        got = kernel(module, query, key, value, mask, scaling=head_dim**-0.5, dropout=0.0)[0]
+        expected = eager_attention_forward(module, query, key, value, reference_mask, scaling=head_dim**-0.5)[0]
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+    self_mask, cross_mask = attention_masks(
+        config, embeds, decoder_mask if padded else None, output_attentions=False,
+        encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=source_mask, past_length=past_length,
+    )  # fmt: skip
+    reference = causal_padding_mask(target_length, past_length, decoder_mask, torch.float32, torch.device("cpu"))
+    attend(self_mask, reference, True, target_length, keys_length)
+    attend(cross_mask, padding_mask(source_mask, torch.float32), False, target_length, source_length)
+    assert (self_mask is None) == (not padded and (target_length == 1 or implementation == "sdpa" and not past_length))
+    assert (cross_mask is None) == (not padded)
+
+    encoder_mask, no_cross_mask = attention_masks(config, encoder_hidden_states, source_mask, output_attentions=False)
+    assert no_cross_mask is None
+    attend(encoder_mask, padding_mask(source_mask, torch.float32), False, source_length, source_length)
+
+
 def test_kernels_registered_with_transformers_get_their_masks_from_transformers():
     """Kernels other than eager and SDPA (flash attention on a GPU) are looked up in transformers'
     AttentionInterface, with masks from its AttentionMaskInterface. A kernel registered by name goes the same way."""
