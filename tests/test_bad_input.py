@@ -271,3 +271,53 @@ def test_a_classifier_checkpoint_cannot_start_a_translation_run(monkeypatch, fil
         files / "tokenizer", "--output_dir", tmp_path / "run", *COMMON_FLAGS,
     )  # fmt: skip
     assert re.search(r"is a classifier: the encoder alone, with no decoder to translate with", code), code
+
+
+@pytest.mark.parametrize(
+    "script, name, flags",
+    [("finetune_sentiment", "latin1.jsonl", []), ("pretrain", "latin1.txt", ["--objective", "text_infilling"])],
+)
+def test_a_file_not_in_utf8_is_named_with_its_line_and_the_fix(monkeypatch, tmp_path, files, script, name, flags):
+    """JSON Lines and text saved as Latin-1 load without complaint and fail at the first row read: refuse them
+    before, with the line (here the second) and how to convert the file."""
+    rows = ['{"sentence": "good film", "label": 1}', '{"sentence": "très bien", "label": 1}']
+    if name.endswith(".txt"):
+        rows = ["a good film", "très bien"]
+    (tmp_path / name).write_bytes("\n".join(rows).encode("latin-1") + b"\n")
+    code = run_main(
+        monkeypatch, script, "--train_file", tmp_path / name, "--tokenizer_name", files / "tokenizer",
+        "--output_dir", tmp_path / "run", *flags, *COMMON_FLAGS,
+    )  # fmt: skip
+    assert re.search(rf"--train_file .*{name} is not UTF-8: line 2 has the byte 0xe8 at column \d+", code), code
+    assert "iconv -f latin1 -t utf-8" in code
+
+
+def test_rows_without_text_are_dropped_and_counted(monkeypatch, caplog, tmp_path, files):
+    """A null or blank text has nothing to classify: the run drops those rows, says how many, and trains on the
+    rest (the tokenizer would otherwise fail on None with a traceback)."""
+    rows = [{"sentence": "good film", "label": 1}, {"sentence": None, "label": 0}, {"sentence": " ", "label": 0}]
+    rows += [{"sentence": "bad", "label": 0}]
+    write_jsonl(tmp_path / "gaps.jsonl", rows)
+    monkeypatch.setattr(sys, "argv", [
+        "finetune_sentiment.py", "--train_file", str(tmp_path / "gaps.jsonl"), "--tokenizer_name",
+        str(files / "tokenizer"), "--config_overrides", "d_model=16,encoder_layers=1,decoder_layers=1,"
+        "encoder_attention_heads=2,decoder_attention_heads=2,encoder_ffn_dim=32,decoder_ffn_dim=32",
+        "--output_dir", str(tmp_path / "run"), *COMMON_FLAGS,
+    ])  # fmt: skip
+    importlib.import_module("training.finetune_sentiment").main()
+    assert "Dropped 2 train rows whose 'sentence' is empty or missing." in caplog.text
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_a_model_type_typo_in_config_json_is_named(monkeypatch, tmp_path, files):
+    """transformers would advise trust_remote_code=True, which cannot help: name the field and the near miss."""
+    ScratchTransformerForConditionalGeneration(tiny_config()).save_pretrained(tmp_path / "checkpoint")
+    config_file = tmp_path / "checkpoint" / "config.json"
+    config_file.write_text(config_file.read_text().replace('"scratch_transformer"', '"scratch_transfromer"'))
+    code = run_main(
+        monkeypatch, "finetune_translation", "--source_lang", "en", "--target_lang", "de", "--train_file",
+        files / "pairs.jsonl", "--model_name_or_path", tmp_path / "checkpoint", "--tokenizer_name",
+        files / "tokenizer", "--output_dir", tmp_path / "run", *COMMON_FLAGS,
+    )  # fmt: skip
+    assert "says model_type 'scratch_transfromer', which is no model type transformers knows" in code, code
+    assert "Did you mean 'scratch_transformer'?" in code and "trust_remote_code" not in code

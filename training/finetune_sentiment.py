@@ -75,6 +75,19 @@ def main() -> None:
     require_columns(
         raw["train"], [task_args.text_column, task_args.label_column], "Set --text_column / --label_column."
     )
+    # A row without text (null in JSON, an empty CSV cell) has nothing to classify: dropped, and counted.
+    for split in list(raw):
+        before = len(raw[split])
+        raw[split] = raw[split].filter(
+            lambda batch: [bool(text and text.strip()) for text in batch[task_args.text_column]],
+            batched=True,
+            desc="Dropping rows without text",
+        )
+        if len(raw[split]) < before:
+            dropped = before - len(raw[split])
+            logger.warning("Dropped %d %s rows whose %r is empty or missing.", dropped, split, task_args.text_column)
+        if len(raw[split]) == 0:
+            raise SystemExit(f"No {split} row has a text in the {task_args.text_column!r} column.")
     label_feature = raw["train"].features[task_args.label_column]
     if task_args.class_names:
         label_names = task_args.class_names.split(",")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
 from training.arguments import ModelArguments
@@ -46,6 +47,28 @@ def explained_load_errors(flag: str, source: str):
         ) from None
 
 
+def check_model_type(flag: str, source: str) -> None:
+    """A folder whose config.json names a model type transformers does not know (a typo, most often): name it and
+    the nearest known one, instead of transformers' advice to pass `trust_remote_code=True`."""
+    config_file = Path(source) / "config.json"
+    if not config_file.is_file():
+        return
+    try:
+        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise SystemExit(
+            f"{flag} {source}: its config.json is not a JSON object ({error}). Restore the file from the run (or the "
+            "Hub) it came from."
+        ) from None
+    if model_type not in CONFIG_MAPPING:
+        nearest = difflib.get_close_matches(str(model_type), list(CONFIG_MAPPING.keys()), n=1)
+        hint = f"Did you mean {nearest[0]!r}? " if nearest else ""
+        raise SystemExit(
+            f"{flag} {source}: its config.json says model_type {model_type!r}, which is no model type transformers "
+            f"knows. {hint}Set \"model_type\" in config.json (this project's models are 'scratch_transformer')."
+        )
+
+
 def parse_config_overrides(overrides: str | None) -> dict:
     """ "d_model=256,dropout=0.1,normalize_before=true" -> {"d_model": 256, "dropout": 0.1, ...}."""
     values = {}
@@ -73,6 +96,7 @@ def load_model(model_class, model_args: ModelArguments, tokenizer: PreTrainedTok
                 "--config_overrides changes the config of a new model; a checkpoint (--model_name_or_path) keeps the "
                 "config its weights were trained with. Drop --config_overrides, or leave out --model_name_or_path."
             )
+        check_model_type("--model_name_or_path", model_args.model_name_or_path)
         with explained_load_errors("--model_name_or_path", model_args.model_name_or_path):
             architectures = AutoConfig.from_pretrained(model_args.model_name_or_path).architectures or []
         if model_class is AutoModelForSeq2SeqLM and any("SequenceClassification" in name for name in architectures):
@@ -84,6 +108,8 @@ def load_model(model_class, model_args: ModelArguments, tokenizer: PreTrainedTok
         model = model_class.from_pretrained(model_args.model_name_or_path, **config_kwargs, **kwargs)
     else:
         config_source = model_args.config_name
+        if config_source:
+            check_model_type("--config_name", config_source)
         config = (
             AutoConfig.from_pretrained(config_source) if config_source else AutoConfig.for_model("scratch_transformer")
         )
