@@ -72,7 +72,9 @@ def read_table(path: str | Path, max_bytes: int) -> pd.DataFrame:
         else:
             table = pd.json_normalize(json_records(path))
     except UnicodeDecodeError:
-        raise DataError(f"{path.name} is not UTF-8 text.") from None
+        raise DataError(
+            f"{path.name} is not UTF-8 text (Latin-1 or Windows-1252, say): save it as UTF-8 and upload it again."
+        ) from None
     except (ValueError, pd.errors.ParserError) as error:
         raise DataError(f"{path.name} could not be read as {suffix[1:].upper()}: {error}") from None
     if table.empty:
