@@ -17,10 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,app]"
 	touch $(STAMP)
 
-# Two workers, as many as the project's machines have cores; each test file, with its module fixtures, runs on one
-# of them (the grouping is in tests/conftest.py). `make test PYTEST_ARGS="-n 0 tests/test_modeling.py"` runs one file
-# in this process.
-PYTEST_ARGS ?= -n 2 --dist loadgroup
+# Two workers, as many as the project's machines have cores; each test file, with its module fixtures, runs whole on
+# one of them. `make test PYTEST_ARGS="-n 0 tests/test_modeling.py"` runs one file in this process.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

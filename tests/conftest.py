@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from filelock import FileLock
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
@@ -120,22 +121,22 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
 def demo_run(tmp_path_factory):
     """`training/demo.py` shortened to 500 steps and 40 test numbers, run once for the session: tests/test_demo.py
     checks the run, the attention test that its model has learned the alignment of number words (150 steps, the
-    demo's --quick, have not), and the app test starts a fine-tuning run from it (`demo_run.model`)."""
-    folder = tmp_path_factory.mktemp("demo")
-    completed = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "training" / "demo.py"), "--max_steps", "500", "--test_size", "40",
-         "--output_dir", str(folder)],
-        capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    return SimpleNamespace(folder=folder, model=folder / "model", stdout=completed.stdout, stderr=completed.stderr)
+    demo's --quick, have not), and the app test starts a fine-tuning run from it (`demo_run.model`).
 
-
-def pytest_collection_modifyitems(items):
-    """Under `pytest -n 2 --dist loadgroup` (`make test`), each test file runs whole on one worker, so that its
-    module-scoped fixtures (a trained checkpoint, a demo run) are built once; the files that use the session's
-    `demo_run` share one worker, so that the demo trains once."""
-    files_using_the_demo = {item.module.__name__ for item in items if "demo_run" in item.fixturenames}
-    for item in items:
-        module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("demo_run" if module in files_using_the_demo else module))
+    Under `make test`'s two workers (pytest-xdist) each worker is a session of its own: the first to need the demo
+    trains it in the folder both share, the other waits for it on a file lock."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the workers' common base folder
+    folder, outputs = shared / "demo", shared / "demo_outputs.json"
+    with FileLock(str(shared / "demo.lock")):
+        if not outputs.exists():
+            completed = subprocess.run(
+                [sys.executable, str(REPO_ROOT / "training" / "demo.py"), "--max_steps", "500", "--test_size", "40",
+                 "--output_dir", str(folder)],
+                capture_output=True, text=True, timeout=1200,
+            )  # fmt: skip
+            assert completed.returncode == 0, completed.stderr[-4000:]
+            outputs.write_text(json.dumps({"stdout": completed.stdout, "stderr": completed.stderr}))
+    printed = json.loads(outputs.read_text())
+    return SimpleNamespace(folder=folder, model=folder / "model", stdout=printed["stdout"], stderr=printed["stderr"])
