@@ -60,10 +60,15 @@ for model in model averaged; do
         --model_name_or_path "$OUT/$model" --output_dir "$OUT/${model}_eval" --overwrite_output_dir \
         --predict_with_generate --num_beams 5 --num_samples_to_write 20
 done
+# 5. The numbers, and the curves (training and validation loss against steps) as $OUT/curves.svg.
 $PY - "$OUT" <<'PY'
 import json, sys
-out = sys.argv[1]
+from pathlib import Path
+from training.model_card import training_curves_svg
+out = Path(sys.argv[1])
 for model in ("model", "averaged"):
-    results = json.load(open(f"{out}/{model}_eval/all_results.json"))
+    results = json.loads((out / f"{model}_eval" / "all_results.json").read_text())
     print(f"{model:>9}: sacreBLEU {results['eval_bleu']:.2f}  chrF {results['eval_chrf']:.2f}")
+log_history = json.loads((out / "model" / "trainer_state.json").read_text())["log_history"]
+(out / "curves.svg").write_text(training_curves_svg(log_history))
 PY
