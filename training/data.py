@@ -120,17 +120,20 @@ def is_empty_file(path: str) -> bool:
 def check_utf8(source: str, path: str) -> None:
     """Every format here is text in UTF-8 (JSON requires it). A file saved in another encoding (Latin-1, cp1252)
     would otherwise load, and fail at the first row read with an error that names neither the file nor the line."""
-    with (gzip.open if path.lower().endswith(".gz") else open)(path, "rb") as file:
-        for line_number, line in enumerate(file, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as error:
-                byte = line[error.start : error.start + 1].hex()
-                raise SystemExit(
-                    f"{source} is not UTF-8: line {line_number} has the byte 0x{byte} at column {error.start + 1} "
-                    "(Latin-1 or Windows-1252 text, say). Save the file as UTF-8, e.g. "
-                    f"`iconv -f latin1 -t utf-8 {Path(path).name} > utf8_{Path(path).name}`."
-                ) from None
+    try:
+        with (gzip.open if path.lower().endswith(".gz") else open)(path, "rb") as file:
+            for line_number, line in enumerate(file, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    byte = line[error.start : error.start + 1].hex()
+                    raise SystemExit(
+                        f"{source} is not UTF-8: line {line_number} has the byte 0x{byte} at column {error.start + 1} "
+                        "(Latin-1 or Windows-1252 text, say). Save the file as UTF-8, e.g. "
+                        f"`iconv -f latin1 -t utf-8 {Path(path).name} > utf8_{Path(path).name}`."
+                    ) from None
+    except (OSError, EOFError):  # not gzip after all, or cut short: the loader says why
+        return
 
 
 def one_line(error: Exception) -> str:
