@@ -3,6 +3,7 @@
 one line that names the file and the fix. Also the column check and the tokenize step the scripts share."""
 
 import gzip
+import logging
 from pathlib import Path
 
 import datasets
@@ -18,6 +19,7 @@ FORMATS = {
     "csv": "CSV (a header row, then one row a line)",
     "text": "text (one text a line)",
 }
+logger = logging.getLogger(__name__)
 LIMIT_FLAGS = {"train": "--max_train_samples", "validation": "--max_eval_samples"}
 
 
@@ -165,6 +167,18 @@ def require_columns(dataset: datasets.Dataset | datasets.IterableDataset, column
     missing = [column for column in columns if column not in present]
     if missing:
         raise SystemExit(f"The data has no column {missing[0]!r}; it has {present}. {fix}")
+
+
+def drop_rows_without_text(raw: dict, keep, missing: str, none_left: str) -> None:
+    """Filter every split with the batched predicate `keep`, warn how many rows of each went ("Dropped 2 train rows
+    whose {missing}."), and stop where a split has none left (`none_left`, with {split} in it)."""
+    for split in list(raw):
+        before = len(raw[split])
+        raw[split] = raw[split].filter(keep, batched=True, desc="Dropping rows without text")
+        if len(raw[split]) < before:
+            logger.warning("Dropped %d %s rows whose %s.", before - len(raw[split]), split, missing)
+        if len(raw[split]) == 0:
+            raise SystemExit(none_left.format(split=split))
 
 
 def tokenize_splits(raw: dict, preprocess, data_args: DataArguments, training_args) -> dict[str, datasets.Dataset]:

@@ -32,7 +32,7 @@ from hf_scratch_transformer.metrics import load_metric
 from training.adapters import add_adapter
 from training.arguments import DataArguments, ModelArguments, OutputDirArguments, PeftArguments, parse_arguments
 from training.atomic_checkpoints import AtomicTrainer
-from training.data import load_raw_datasets, require_columns, tokenize_splits
+from training.data import drop_rows_without_text, load_raw_datasets, require_columns, tokenize_splits
 from training.launch import check_processes_see_each_other
 from training.model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
 from training.output_dir import checkpoint_to_resume, refuse_used_output_dir_or_delete_its_checkpoints, save_results
@@ -76,18 +76,12 @@ def main() -> None:
         raw["train"], [task_args.text_column, task_args.label_column], "Set --text_column / --label_column."
     )
     # A row without text (null in JSON, an empty CSV cell) has nothing to classify: dropped, and counted.
-    for split in list(raw):
-        before = len(raw[split])
-        raw[split] = raw[split].filter(
-            lambda batch: [bool(text and text.strip()) for text in batch[task_args.text_column]],
-            batched=True,
-            desc="Dropping rows without text",
-        )
-        if len(raw[split]) < before:
-            dropped = before - len(raw[split])
-            logger.warning("Dropped %d %s rows whose %r is empty or missing.", dropped, split, task_args.text_column)
-        if len(raw[split]) == 0:
-            raise SystemExit(f"No {split} row has a text in the {task_args.text_column!r} column.")
+    drop_rows_without_text(
+        raw,
+        lambda batch: [bool(text and text.strip()) for text in batch[task_args.text_column]],
+        f"{task_args.text_column!r} is empty or missing",
+        f"No {{split}} row has a text in the {task_args.text_column!r} column.",
+    )
     label_feature = raw["train"].features[task_args.label_column]
     if task_args.class_names:
         label_names = task_args.class_names.split(",")

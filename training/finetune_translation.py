@@ -60,7 +60,7 @@ from hf_scratch_transformer.visualization import plot_translation_attention
 from training.adapters import add_adapter
 from training.arguments import DataArguments, ModelArguments, OutputDirArguments, PeftArguments, parse_arguments
 from training.atomic_checkpoints import AtomicSeq2SeqTrainer
-from training.data import load_raw_datasets, require_columns, tokenize_splits
+from training.data import drop_rows_without_text, load_raw_datasets, require_columns, tokenize_splits
 from training.launch import check_processes_see_each_other
 from training.model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
 from training.output_dir import checkpoint_to_resume, refuse_used_output_dir_or_delete_its_checkpoints, save_results
@@ -250,13 +250,12 @@ def main() -> None:
     def has_both_sides(batch):
         return [bool(pair and pair.get(source_lang) and pair.get(target_lang)) for pair in batch[TRANSLATION_COLUMN]]
 
-    for split in list(raw):
-        before = len(raw[split])
-        raw[split] = raw[split].filter(has_both_sides, batched=True, desc="Dropping rows with an empty side")
-        if len(raw[split]) < before:
-            logger.warning("Dropped %d %s rows whose source or target is missing.", before - len(raw[split]), split)
-        if len(raw[split]) == 0:
-            raise SystemExit(f"No {split} row has both a {source_lang} and a {target_lang} text.")
+    drop_rows_without_text(
+        raw,
+        has_both_sides,
+        "source or target is missing",
+        f"No {{split}} row has both a {source_lang} and a {target_lang} text.",
+    )
 
     # 2. Tokenizer and model.
     tokenizer = load_tokenizer(model_args)
