@@ -25,6 +25,7 @@ import types
 from pathlib import Path
 
 import transformers
+from filelock import FileLock
 from transformers.models.auto import modeling_auto
 
 from hf_scratch_transformer import ScratchTransformerConfig
@@ -67,29 +68,31 @@ CONFIG_COMMON_KWARGS = {
 
 
 def fetch() -> Path:
-    """The folder holding the package `transformers_tests`, downloaded and unpacked on first use."""
+    """The folder holding the package `transformers_tests`, downloaded and unpacked on first use. Under `make test`'s
+    two workers both collect this file at once: the first downloads, the other waits on the lock and reuses it."""
     package_dir = CACHE / PACKAGE
-    if all((package_dir / name).is_file() for name in SUITE_FILES):
-        return CACHE
-    version = transformers.__version__
-    with tempfile.TemporaryDirectory() as download:
-        command = [sys.executable, "-m", "pip", "download", f"transformers=={version}"]
-        command += ["--no-binary", ":all:", "--no-deps", "--quiet", "-d", download]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"Could not download the transformers {version} source distribution, which holds the common test "
-                f"suites (pip said: {result.stderr.strip()[-500:]}). These tests need the package index."
-            )
-        (archive,) = Path(download).glob("transformers-*.tar.gz")
-        CACHE.mkdir(parents=True, exist_ok=True)
-        staged = Path(tempfile.mkdtemp(dir=CACHE))
-        with tarfile.open(archive) as sdist:
-            for name in SUITE_FILES:
-                member = sdist.getmember(f"transformers-{version}/tests/{name}")
-                (staged / name).write_bytes(sdist.extractfile(member).read())
-        (staged / "__init__.py").write_text("")
-        staged.rename(package_dir)  # the folder appears whole or not at all
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(CACHE / "fetch.lock")):
+        if all((package_dir / name).is_file() for name in SUITE_FILES):
+            return CACHE
+        version = transformers.__version__
+        with tempfile.TemporaryDirectory() as download:
+            command = [sys.executable, "-m", "pip", "download", f"transformers=={version}"]
+            command += ["--no-binary", ":all:", "--no-deps", "--quiet", "-d", download]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"Could not download the transformers {version} source distribution, which holds the common test "
+                    f"suites (pip said: {result.stderr.strip()[-500:]}). These tests need the package index."
+                )
+            (archive,) = Path(download).glob("transformers-*.tar.gz")
+            staged = Path(tempfile.mkdtemp(dir=CACHE))
+            with tarfile.open(archive) as sdist:
+                for name in SUITE_FILES:
+                    member = sdist.getmember(f"transformers-{version}/tests/{name}")
+                    (staged / name).write_bytes(sdist.extractfile(member).read())
+            (staged / "__init__.py").write_text("")
+            staged.rename(package_dir)  # the folder appears whole or not at all
     return CACHE
 
 
