@@ -13,13 +13,22 @@ corrupted text as input and what was hidden (or the whole text) as target.
   spans of Poisson(3) lengths, are each replaced by a single `<mask>` (a span of length 0 inserts a `<mask>`), and
   the target is the whole original text.
 
-Both take examples that hold `input_ids` (token ids without special tokens, e.g. fixed-length chunks of a packed
+- `DataCollatorForMaskedLM`: BERT's objective (Devlin et al., 2019, section 3.1), for the encoder alone. 15% of the
+  tokens are chosen; 80% of those become `<mask>`, 10% a random token, 10% stay; the labels are the chosen tokens'
+  ids at their positions and -100 elsewhere, and the encoder's states predict them (see training/pretrain.py).
+
+      original: The cat sat on the mat and purred
+      input:    The cat <mask> on the mat and purred </s>
+      labels:   -100 -100 sat -100 -100 -100 -100 -100 -100
+
+All take examples that hold `input_ids` (token ids without special tokens, e.g. fixed-length chunks of a packed
 corpus), and return a batch of `torch.long` tensors, padded on the right:
 
     input_ids          (B, S)  corrupted text, then </s>; padding is the tokenizer's pad id
     attention_mask     (B, S)  1 for tokens, 0 for padding
     labels             (B, T)  target, then </s>; padding is -100 (ignored by the loss)
-    decoder_input_ids  (B, T)  labels shifted right after decoder_start_token_id (only when a model is given)
+    decoder_input_ids  (B, T)  labels shifted right after decoder_start_token_id (only when a model is given and
+                               the labels are a target text, not masked-LM labels)
 
 Randomness: every call draws a seed from torch's global RNG and corrupts the batch with a `numpy` Generator seeded
 with it, so `transformers.set_seed` (which `Trainer` calls) makes the corruption reproducible, and each data-loader
@@ -308,7 +317,63 @@ class DataCollatorForTextInfilling(_DenoisingCollator):
         return {"input_ids": inputs + [self.eos_token_id], "labels": input_ids + [self.eos_token_id]}
 
 
+@dataclass
+class DataCollatorForMaskedLM(_DenoisingCollator):
+    """BERT masking of examples holding `input_ids` (ids without special tokens), for an encoder-only objective.
+
+    Per example of n tokens: round(n * mlm_probability) positions (at least 1) are chosen at random; each becomes
+    `<mask>` with probability 0.8, a random ordinary token with probability 0.1, and stays itself otherwise, so the
+    encoder cannot tell which unmasked tokens it will be asked about. The input is the result then `</s>`; the
+    labels have the original ids at the chosen positions and `label_pad_token_id` (-100, ignored by the loss)
+    everywhere else, `</s>` included: `(B, S)`, the shape of the input. No `decoder_input_ids`: the labels are
+    per input position, not a text for the decoder.
+
+    Args:
+        tokenizer: gives the pad, `</s>` and `<mask>` ids, and the size of the vocabulary to draw random tokens from
+            (the ids after the special tokens).
+        mlm_probability: fraction of the tokens to predict (BERT: 0.15).
+        pad_to_multiple_of: round padded lengths up to a multiple of this.
+        label_pad_token_id: the label of every position not chosen; -100 is ignored by the loss.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    mlm_probability: float = 0.15
+    pad_to_multiple_of: int | None = None
+    label_pad_token_id: int = -100
+    model: PreTrainedModel | None = None  # never used: there are no decoder inputs to make
+
+    # BERT's split of the chosen tokens: 80% <mask>, 10% a random token, the rest (10%) kept.
+    MASK_SHARE = 0.8
+    RANDOM_SHARE = 0.1
+
+    def __post_init__(self):
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}.")
+        self.eos_token_id = self._special_id("eos")
+        self.mask_token_id = self._special_id("mask")
+        self._special_id("pad")
+        self.first_ordinary_id = max(self.tokenizer.all_special_ids) + 1  # the special tokens come first
+        self.model = None
+
+    def corrupt(self, input_ids: Sequence[int], rng: np.random.Generator) -> dict[str, list[int]]:
+        """One example: `{"input_ids": masked + [</s>], "labels": [-100 or original id] * n + [-100]}` (lists)."""
+        inputs = np.array(input_ids, dtype=np.int64)
+        num_chosen = max(int(np.round(len(inputs) * self.mlm_probability)), 1)
+        chosen = rng.choice(len(inputs), size=min(num_chosen, len(inputs)), replace=False)
+        labels = np.full(len(inputs), self.label_pad_token_id, dtype=np.int64)
+        labels[chosen] = inputs[chosen]
+        draw = rng.random(len(chosen))
+        inputs[chosen[draw < self.MASK_SHARE]] = self.mask_token_id
+        replaced = chosen[(draw >= self.MASK_SHARE) & (draw < self.MASK_SHARE + self.RANDOM_SHARE)]
+        inputs[replaced] = rng.integers(self.first_ordinary_id, len(self.tokenizer), size=len(replaced))
+        return {
+            "input_ids": inputs.tolist() + [self.eos_token_id],
+            "labels": labels.tolist() + [self.label_pad_token_id],
+        }
+
+
 __all__ = [
+    "DataCollatorForMaskedLM",
     "DataCollatorForSpanCorruption",
     "DataCollatorForTextInfilling",
     "compute_input_and_target_lengths",

@@ -205,18 +205,25 @@ class ScratchTransformerFeedForward(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
+def sinusoids(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """PE(pos, 2i) = sin(pos / 10000^(2i / d_model)), PE(pos, 2i + 1) = cos(pos / 10000^(2i / d_model)).
 
     Wavelengths form a geometric progression from 2 pi to 10000 * 2 pi, so PE(pos + k) is a linear function of
-    PE(pos) and relative offsets are easy to attend to (section 3.5). Returns (num_positions, dim), float32.
+    PE(pos) and relative offsets are easy to attend to (section 3.5). positions (L,) -> (L, dim), float32.
     """
-    positions = torch.arange(num_positions, dtype=torch.float32)[:, None]  # (P, 1)
-    inverse_wavelengths = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(num_positions, dim)
+    positions = positions.to(torch.float32)[:, None]  # (L, 1)
+    inverse_wavelengths = torch.exp(
+        torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) * (-math.log(10000.0) / dim)
+    )
+    table = torch.zeros(positions.shape[0], dim, device=positions.device)
     table[:, 0::2] = torch.sin(positions * inverse_wavelengths)
     table[:, 1::2] = torch.cos(positions * inverse_wavelengths)
     return table
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
+    """The sinusoids of positions 0 .. num_positions - 1: (num_positions, dim), float32."""
+    return sinusoids(torch.arange(num_positions), dim)
 
 
 class ScratchTransformerSinusoidalPositions(nn.Module):
@@ -230,13 +237,28 @@ class ScratchTransformerSinusoidalPositions(nn.Module):
             "table", sinusoidal_table(config.max_position_embeddings, config.d_model), persistent=False
         )
 
-    def forward(self, length: int, past_length: int = 0) -> torch.Tensor:
-        """Positions past_length .. past_length + length - 1 as a (length, E) tensor."""
+    def forward(self, length: int, past_length: int | torch.Tensor = 0) -> torch.Tensor:
+        """Positions past_length .. past_length + length - 1 as a (length, E) tensor.
+
+        With a static cache `past_length` is a 0-dim tensor that stays on the device (reading it as a number would
+        wait for the device, and `torch.compile` would specialise on its value): the sinusoids are then computed
+        for exactly those positions."""
+        if isinstance(past_length, torch.Tensor):
+            return sinusoids(torch.arange(length, device=self.table.device) + past_length, self.table.shape[1])
         end = past_length + length
         table = self.table
         if end > table.shape[0]:
             table = sinusoidal_table(end, table.shape[1]).to(device=table.device, dtype=table.dtype)
         return table[past_length:end]
+
+
+def check_position_count(count: int, num_positions: int) -> None:
+    if count > num_positions:
+        raise ValueError(
+            f"A sequence of {count} tokens is longer than max_position_embeddings={num_positions}, the "
+            "number of learned positions. Truncate the inputs (tokenizer(..., truncation=True, "
+            f"max_length={num_positions})), or use a model with position_embedding='sinusoidal'."
+        )
 
 
 class ScratchTransformerLearnedPositions(nn.Embedding):
@@ -246,15 +268,12 @@ class ScratchTransformerLearnedPositions(nn.Embedding):
     def __init__(self, config: ScratchTransformerConfig):
         super().__init__(config.max_position_embeddings, config.d_model)
 
-    def forward(self, length: int, past_length: int = 0) -> torch.Tensor:
-        end = past_length + length
-        if end > self.num_embeddings:
-            raise ValueError(
-                f"A sequence of {end} tokens is longer than max_position_embeddings={self.num_embeddings}, the "
-                "number of learned positions. Truncate the inputs (tokenizer(..., truncation=True, "
-                f"max_length={self.num_embeddings})), or use a model with position_embedding='sinusoidal'."
-            )
-        positions = torch.arange(past_length, end, device=self.weight.device)
+    def forward(self, length: int, past_length: int | torch.Tensor = 0) -> torch.Tensor:
+        """Positions past_length .. past_length + length - 1 as a (length, E) tensor; `past_length` a 0-dim tensor
+        with a static cache, whose whole length the decoder checks against the table once."""
+        if isinstance(past_length, int):
+            check_position_count(past_length + length, self.num_embeddings)
+        positions = torch.arange(length, device=self.weight.device) + past_length
         return super().forward(positions)  # (length, E)
 
 
@@ -391,6 +410,10 @@ class ScratchTransformerPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = False
+    # `torch.compile(model, fullgraph=True)` traces every forward without a break: nothing on the default path reads
+    # a tensor's value into Python under compilation, and a static cache's length stays a tensor. transformers'
+    # tests and `generate(cache_implementation="static")` with `compile_config` rely on this flag.
+    _can_compile_fullgraph = True
     # The encoder and the decoder read the one embedding of the paper's shared source and target vocabulary: these
     # ties (also listed in `_tied_weights_keys`, where transformers looks when saving) hold whatever
     # `tie_word_embeddings` says. See `get_expanded_tied_weights_keys`.
@@ -503,21 +526,29 @@ def padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tens
 
 def causal_padding_mask(
     query_length: int,
-    past_length: int,
+    past_length: int | torch.Tensor,
     attention_mask: torch.Tensor | None,
     dtype: torch.dtype,
     device: torch.device,
+    key_length: int | None = None,
 ) -> torch.Tensor:
-    """Additive (B|1, 1, T, past + T) mask for decoder self-attention: query i, at position past + i, sees the
-    keys at positions 0 .. past + i that are not padding. Masking the future keeps training, where every target
-    position is computed at once, equal to generation, where the future does not exist yet (section 3.2.3).
+    """Additive (B|1, 1, T, K) mask for decoder self-attention: query i, at position past + i, sees the keys at
+    positions 0 .. past + i that are not padding. Masking the future keeps training, where every target position
+    is computed at once, equal to generation, where the future does not exist yet (section 3.2.3).
+
+    K is past + T, or `key_length` for a static cache, which always returns all its slots: those after past + i
+    are not filled yet, and the same rule hides them. `past_length` is then a 0-dim tensor on the device.
 
     This is the written-out rule; `attention_masks` passes it, or an exact shortcut, to the kernels."""
-    key_positions = torch.arange(past_length + query_length, device=device)
-    query_positions = torch.arange(past_length, past_length + query_length, device=device)
-    allowed = (key_positions[None, :] <= query_positions[:, None])[None, None]  # (1, 1, T, past + T)
+    key_length = past_length + query_length if key_length is None else key_length
+    key_positions = torch.arange(key_length, device=device)
+    query_positions = torch.arange(query_length, device=device) + past_length
+    allowed = (key_positions[None, :] <= query_positions[:, None])[None, None]  # (1, 1, T, K)
     if attention_mask is not None:
-        allowed = allowed & attention_mask[:, None, None, :].bool()  # (B, 1, T, past + T)
+        # A static cache has slots after the mask's past + T positions: in the future, hidden above whatever this
+        # pad says.
+        attention_mask = F.pad(attention_mask, (0, key_length - attention_mask.shape[-1]), value=1)
+        allowed = allowed & attention_mask[:, None, None, :].bool()  # (B, 1, T, K)
     return additive_mask(allowed, dtype)
 
 
@@ -529,25 +560,27 @@ def attention_masks(
     encoder_hidden_states: torch.Tensor | None = None,
     encoder_attention_mask: torch.Tensor | None = None,
     past_key_values: EncoderDecoderCache | None = None,
-    past_length: int = 0,
+    past_length: int | torch.Tensor = 0,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The one place that decides which mask each attention kernel gets: (self-attention mask, cross-attention
     mask), the second None in the encoder (no `encoder_hidden_states`).
 
     Eager attention (which a request for attention weights always runs) and SDPA take the additive masks above.
     Two shortcuts leave a mask out where it would change nothing, so that SDPA can take its faster paths:
-    - no padding mask when nothing is padding (adding zeros changes nothing). Under `torch.compile` the mask is
-      always built: the check would make the graph depend on the data;
-    - no causal mask where the future needs no hiding: one new token, which may see every cached one; and SDPA
-      without a cache, which masks the future itself (the decoder's self-attention has `is_causal`).
+    - no padding mask when nothing is padding (adding zeros changes nothing). Finding that out reads the mask, so it
+      is only done where the mask is already on the host (the CPU): on a GPU it would wait for the device at every
+      step, and under `torch.compile` it would make the graph depend on the data; there the mask is always built;
+    - no causal mask where the future needs no hiding: one new token, which may see every cached one (but not with a
+      static cache, whose unfilled slots it must not see); and SDPA without a cache, which masks the future itself
+      (the decoder's self-attention has `is_causal`).
     Flash attention and the other kernels transformers registers take the formats `transformers.masking_utils`
     builds for them.
     """
     is_decoder = encoder_hidden_states is not None
+    self_cache = past_key_values.self_attention_cache if past_key_values is not None else None
     if not (output_attentions or config._attn_implementation in (None, "eager", "sdpa")):
         if not is_decoder:
             return create_bidirectional_mask(config, inputs_embeds, attention_mask), None
-        self_cache = past_key_values.self_attention_cache if past_key_values is not None else None
         return (
             create_causal_mask(config, inputs_embeds, attention_mask, self_cache),
             create_bidirectional_mask(
@@ -556,26 +589,42 @@ def attention_masks(
         )
 
     def padding_or_none(mask: torch.Tensor | None) -> torch.Tensor | None:
-        if mask is None or (not torch.compiler.is_compiling() and bool(mask.all())):
+        if mask is None:
+            return None
+        if mask.device.type == "cpu" and not torch.compiler.is_compiling() and bool(mask.all()):
             return None
         return padding_mask(mask, inputs_embeds.dtype)
 
     if not is_decoder:
         return padding_or_none(attention_mask), None
     target_length = inputs_embeds.shape[1]
-    sdpa_masks_the_future = config._attn_implementation == "sdpa" and past_length == 0 and not output_attentions
-    if attention_mask is None and (target_length == 1 or sdpa_masks_the_future):
+    static_length = static_cache_length(self_cache)
+    starts_at_zero = isinstance(past_length, int) and past_length == 0
+    sdpa_masks_the_future = config._attn_implementation == "sdpa" and starts_at_zero and not output_attentions
+    if attention_mask is None and static_length is None and (target_length == 1 or sdpa_masks_the_future):
         self_mask = None
     else:
         self_mask = causal_padding_mask(
-            target_length, past_length, attention_mask, inputs_embeds.dtype, inputs_embeds.device
+            target_length, past_length, attention_mask, inputs_embeds.dtype, inputs_embeds.device, static_length
         )
     return self_mask, padding_or_none(encoder_attention_mask)
 
 
+def static_cache_length(cache: Cache | None) -> int | None:
+    """The number of slots of a static (preallocated) cache, which returns all of them at every step; None for a
+    cache that grows, such as `DynamicCache`, or no cache."""
+    if cache is None:
+        return None
+    length = cache.get_max_length(0)
+    return length if length > 0 else None  # -1: no maximum, the cache grows
+
+
 def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore_index: bool = False) -> None:
     """Raise a clear error for ids outside the vocabulary, instead of an index error deep inside torch (or, on a
-    GPU, a device-side assert that kills the process)."""
+    GPU, a device-side assert that kills the process). Skipped under `torch.compile`: reading the ids would break
+    the graph (the eager run of the same code checks them)."""
+    if torch.compiler.is_compiling():
+        return
     valid = (ids >= 0) & (ids < vocab_size)
     if allow_ignore_index:
         valid |= ids == -100
@@ -612,9 +661,11 @@ def embed(
     inputs_embeds: torch.Tensor | None,
     vocab_size: int,
     prefix: str = "",
+    check_ids: bool = True,
 ) -> torch.Tensor:
     """Token embeddings times sqrt(d_model) (section 3.4). The scale applies to `inputs_embeds` too, so that
-    `inputs_embeds=model.get_input_embeddings()(input_ids)` (what prompt tuning feeds) equals `input_ids`."""
+    `inputs_embeds=model.get_input_embeddings()(input_ids)` (what prompt tuning feeds) equals `input_ids`.
+    `check_ids=False` skips the vocabulary check (see the decoder)."""
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError(f"Pass exactly one of `{prefix}input_ids` and `{prefix}inputs_embeds`.")
     given = input_ids if input_ids is not None else inputs_embeds
@@ -625,7 +676,7 @@ def embed(
             "(batch, length). Tokenize a non-empty list of texts, or add a batch dimension with [None]."
         )
     if inputs_embeds is None:
-        if not torch.compiler.is_compiling():
+        if check_ids:
             check_token_ids(f"{prefix}input_ids", input_ids, vocab_size)
         inputs_embeds = embed_tokens(input_ids)  # (B, L, E)
     return inputs_embeds * embed_scale
@@ -734,18 +785,34 @@ class ScratchTransformerDecoder(ScratchTransformerPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         use_cache = use_cache if use_cache is not None else self.config.use_cache
-        inputs_embeds = embed(
-            self.embed_tokens, self.embed_scale, input_ids, inputs_embeds, self.config.vocab_size, prefix="decoder_"
-        )
-        batch_size, target_length, _ = inputs_embeds.shape
-
         if use_cache and past_key_values is None:
             past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
         # A cache passed in is attended to even when `use_cache` is off: PEFT prefix tuning hands its trained
-        # prefix to the decoder as cached keys and values, also when teacher forcing with labels.
+        # prefix to the decoder as cached keys and values, also when teacher forcing with labels. A static cache
+        # gives its length as a 0-dim tensor on the device (0 before its first step), which is never read as a number.
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
-        check_mask_shape("decoder_attention_mask", attention_mask, (batch_size, past_length + target_length))
+        # The ids of later decoding steps are those `generate()` chose from the model's own vocabulary. Checking them
+        # reads them, which on a GPU means waiting for the device at every step: only the first call's are checked
+        # there (on the CPU, where reading costs nothing, every call's are).
+        first_call = isinstance(past_length, int) and past_length == 0
+        inputs_embeds = embed(
+            self.embed_tokens,
+            self.embed_scale,
+            input_ids,
+            inputs_embeds,
+            self.config.vocab_size,
+            prefix="decoder_",
+            check_ids=first_call or self.embed_tokens.weight.device.type == "cpu",
+        )
+        batch_size, target_length, _ = inputs_embeds.shape
+        if isinstance(past_length, int):
+            check_mask_shape("decoder_attention_mask", attention_mask, (batch_size, past_length + target_length))
         check_mask_shape("attention_mask", encoder_attention_mask, tuple(encoder_hidden_states.shape[:2]))
+        self_cache = past_key_values.self_attention_cache if past_key_values is not None else None
+        static_length = static_cache_length(self_cache)
+        if static_length is not None and self.config.position_embedding == "learned":
+            # All the positions a static cache can reach, checked from its size (a number, no device read).
+            check_position_count(static_length, self.config.max_position_embeddings)
 
         self_mask, cross_mask = attention_masks(
             self.config,
@@ -997,6 +1064,14 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
         return super().generate(*args, **kwargs)
 
     @staticmethod
+    def create_masks_for_generate(attention_mask: torch.Tensor | None = None, **generation_metadata):
+        """With a static cache, `generate()` asks the model to build the decoder's masks ahead of each step, in the
+        kernels' 4D formats. This decoder builds its masks itself, from the (B, past + T) mask or none, static caches
+        included (see `attention_masks`), so that mask is passed on as it is. The batch size, positions and the
+        cache that `generate()` passes along, for other models' masks, are not needed."""
+        return attention_mask
+
+    @staticmethod
     def _reorder_cache(past_key_values: EncoderDecoderCache, beam_idx: torch.Tensor) -> EncoderDecoderCache:
         """Beam search, between steps: the self-attention keys and values follow the beams that were kept. The
         cross-attention ones stay where they are: `beam_idx` only moves beams within their own source, whose beams
@@ -1193,7 +1268,8 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
         if problem_type == "regression":
             return F.mse_loss(logits.squeeze(-1).float(), labels.float().view(logits.squeeze(-1).shape))
         if problem_type == "single_label_classification":
-            if not bool(((labels >= 0) & (labels < num_labels)).all()):
+            class_ids_valid = torch.compiler.is_compiling() or bool(((labels >= 0) & (labels < num_labels)).all())
+            if not class_ids_valid:  # (not read under torch.compile, where it would break the graph)
                 raise ValueError(
                     f"`labels` must be class ids in [0, {num_labels}), got {labels.unique()[:10].tolist()}. Set "
                     "`num_labels` (and `id2label`) to the number of classes in the data."

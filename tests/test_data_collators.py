@@ -1,4 +1,4 @@
-"""`hf_scratch_transformer.data_collators`: T5 span corruption and BART text infilling.
+"""`hf_scratch_transformer.data_collators`: T5 span corruption, BART text infilling and BERT masked LM.
 
 The invariants: span corruption loses nothing (putting the target's pieces back into the input's sentinel slots
 gives the original), infilling's target is the original, the noise is the asked-for fraction over many samples,
@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerFast
 
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
 from hf_scratch_transformer.data_collators import (
+    DataCollatorForMaskedLM,
     DataCollatorForSpanCorruption,
     DataCollatorForTextInfilling,
     compute_input_and_target_lengths,
@@ -226,3 +227,45 @@ def test_corrupted_examples_are_only_padded(tokenizer):
     assert unpadded(batch["input_ids"][0], PAD) == fixed["input_ids"]
     assert unpadded(batch["labels"][0], -100) == fixed["labels"]
     assert batch["input_ids"].shape[1] > len(fixed["input_ids"])  # the other row was corrupted, and is longer
+
+
+def test_masked_lm_labels_the_chosen_tokens_and_masks_80_randomises_10_keeps_10_percent(tokenizer):
+    collator = DataCollatorForMaskedLM(tokenizer)
+    rng = np.random.default_rng(0)
+    chosen = masked = randomised = kept = 0
+    for example in random_examples(400, (20, 60)):
+        original = example["input_ids"]
+        corrupted = collator.corrupt(original, rng)
+        inputs, labels = corrupted["input_ids"], corrupted["labels"]
+        assert len(inputs) == len(labels) == len(original) + 1 and inputs[-1] == EOS and labels[-1] == -100
+        picked = [i for i, label in enumerate(labels) if label != -100]
+        assert len(picked) == max(round(len(original) * 0.15), 1)  # round(n * 0.15) positions, no more
+        assert all(labels[i] == original[i] for i in picked)  # a label is the token that was there
+        assert all(inputs[i] == original[i] for i in range(len(original)) if i not in picked)  # the rest untouched
+        for i in picked:
+            if inputs[i] == MASK:
+                masked += 1
+            elif inputs[i] == original[i]:
+                kept += 1
+            else:
+                randomised += 1
+                assert inputs[i] >= FIRST_WORD  # random tokens are ordinary ones, never special
+        chosen += len(picked)
+    assert chosen > 2000
+    # 80 / 10 / 10 (a random token can be the original by chance: 1 in 50 of the randomised count as kept)
+    assert masked / chosen == pytest.approx(0.8, abs=0.03)
+    assert randomised / chosen == pytest.approx(0.1 * 49 / 50, abs=0.02)
+    assert kept / chosen == pytest.approx(0.1 + 0.1 / 50, abs=0.02)
+
+
+def test_masked_lm_batch_has_labels_per_input_position_and_no_decoder_inputs(tokenizer):
+    collator = DataCollatorForMaskedLM(tokenizer, mlm_probability=0.3)
+    torch.manual_seed(0)
+    batch = collator(random_examples(3, (10, 30)))
+    assert set(batch) == {"input_ids", "attention_mask", "labels"}
+    assert batch["labels"].shape == batch["input_ids"].shape == batch["attention_mask"].shape
+    assert ((batch["labels"] != -100) <= (batch["attention_mask"] == 1)).all()  # padding is never a label
+    torch.manual_seed(0)
+    assert torch.equal(collator(random_examples(3, (10, 30)))["input_ids"], batch["input_ids"])  # seeded
+    with pytest.raises(ValueError, match="mlm_probability must be in"):
+        DataCollatorForMaskedLM(tokenizer, mlm_probability=1.0)

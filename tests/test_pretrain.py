@@ -77,6 +77,7 @@ def runs(data, tmp_path_factory):
         + ["--max_steps", 12, "--logging_steps", 4, "--shuffle_buffer_size", 100],
         "text_infilling": [*train, *validation, "--objective", "text_infilling", "--max_steps", 8]
         + ["--logging_steps", 4],
+        "masked_lm": [*train, *validation, "--objective", "masked_lm", "--max_steps", 40, "--logging_steps", 5],
     }
     if CORPUS.is_file():
         arguments["shared_corpus"] = ["--train_file", CORPUS, "--max_train_samples", 2000, "--max_steps", 30]
@@ -155,6 +156,37 @@ def test_text_infilling_objective_runs(runs):
     assert len(curve) == 2
     results = json.loads((output_dir / "all_results.json").read_text())
     assert results["eval_loss"] < curve[0], (curve, results)  # 8 steps of infilling already help on validation
+
+
+def test_masked_lm_trains_the_encoder_alone_and_leaves_a_checkpoint_both_heads_load(runs, data):
+    output_dir = finished(runs, "masked_lm")
+    output = runs["masked_lm"][1]
+    assert "chunks of 63 tokens -> inputs of <= 64" in output
+    assert "<mask>" in output  # the logged example input
+    curve = losses(output_dir)
+    assert len(curve) == 8 and sum(curve[-2:]) / 2 < curve[0] - 1.0, curve  # 40 steps, logged every 5; it learns
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert results["eval_loss"] < curve[0], (curve, results)
+    # The decoder's own weights were frozen: every weight but them trained (the shared embedding, which the encoder
+    # reads too, among those that trained).
+    seq2seq = AutoModelForSeq2SeqLM.from_pretrained(output_dir)
+    shared = seq2seq.get_input_embeddings().weight
+    decoder_own = sum(p.numel() for p in seq2seq.get_decoder().parameters() if p is not shared)
+    assert decoder_own > 0 and results["total_params"] - results["trainable_params"] == decoder_own, results
+    classifier = AutoModelForSequenceClassification.from_pretrained(output_dir, num_labels=2)
+    first_layer = classifier.get_encoder().layers[0].feed_forward.fc1.weight
+    assert torch.equal(first_layer, seq2seq.get_encoder().layers[0].feed_forward.fc1.weight)
+
+    # The masked-LM head predicts a hidden word from its context better than chance (1 in 400).
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    inputs = tokenizer(["The old man buys forty-two red apples."], return_tensors="pt")
+    position = 2  # " man"
+    target = inputs.input_ids[0, position].item()
+    inputs.input_ids[0, position] = tokenizer.mask_token_id
+    with torch.no_grad():
+        hidden = seq2seq.get_encoder()(**inputs).last_hidden_state[0, position]
+        probability = seq2seq.get_output_embeddings()(hidden).softmax(-1)[target].item()
+    assert probability > 10 / len(tokenizer), probability
 
 
 @pytest.mark.skipif(not CORPUS.is_file(), reason=f"{CORPUS} is absent")

@@ -48,3 +48,55 @@ def test_multi30k_recipe_trains_averages_and_evaluates(tmp_path):
         assert f"{name:>9}: sacreBLEU {results['eval_bleu']:.2f}" in completed.stdout
         assert json.loads((out / f"{name}_eval" / "generation_config.json").read_text())["num_beams"] == 5
         assert len((out / f"{name}_eval" / "translation_samples.jsonl").read_text().splitlines()) == 8
+
+
+TINY_SENTIMENT = {
+    "MODEL": TINY["MODEL"],
+    "VOCAB": "600",
+    "MAX_TEXTS": "200",  # of each of the three sources of pretraining text
+    "STEPS": "4",
+    "LENGTH": "64",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "imdb").is_dir(), reason="needs ../shared/data/imdb and sst2")
+def test_sentiment_recipes_pretrain_then_fine_tune_fully_from_scratch_and_with_lora(tmp_path):
+    pretrained = tmp_path / "pretrain"
+    env = {**os.environ, **TINY_SENTIMENT, "DATA": str(SHARED_DATA), "PRETRAINED": str(pretrained)}
+    completed = subprocess.run(
+        ["bash", REPO_ROOT / "training" / "recipes" / "pretrain_reviews.sh"],
+        capture_output=True, text=True, timeout=600, env={**env, "OUT": str(pretrained),
+                                                          "TRAIN_FLAGS": "--eval_steps 2 --save_steps 2"},
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    # 200 unlabelled reviews + 200 training reviews + 200 sentences; 200 validation reviews (of the 500 at full size)
+    assert len((pretrained / "text_train.jsonl").read_text().splitlines()) == 600
+    tokenizer = AutoTokenizer.from_pretrained(pretrained / "tokenizer")
+    assert tokenizer.decode(tokenizer("A <br /><br />Great film")["input_ids"], skip_special_tokens=True) == (
+        "a   great film"
+    )  # lower-cased, and each <br /> read as a space, by the saved normalizer
+    results = json.loads((pretrained / "model" / "all_results.json").read_text())
+    assert f"held-out reviews {results['eval_loss']:.3f}" in completed.stdout
+    # One checkpoint both Auto classes load: the seq2seq model with nothing missing, the classifier's encoder.
+    AutoModelForSeq2SeqLM.from_pretrained(pretrained / "model")
+
+    runs = {}
+    for task in ("sst2", "imdb"):
+        for init, peft in (("pretrained", ""), ("scratch", ""), ("pretrained", "lora")):
+            out = tmp_path / f"{task}_{init}{peft}"
+            completed = subprocess.run(
+                ["bash", REPO_ROOT / "training" / "recipes" / "sentiment.sh"],
+                capture_output=True, text=True, timeout=600,
+                env={**env, "TASK": task, "INIT": init, "PEFT": peft, "OUT": str(out),
+                     "TRAIN_FLAGS": "--max_train_samples 64 --max_eval_samples 32 --eval_steps 1"},
+            )  # fmt: skip
+            assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+            runs[task, init, peft] = json.loads((out / "all_results.json").read_text())
+            assert f"validation accuracy {100 * runs[task, init, peft]['eval_accuracy']:.2f} %" in completed.stdout
+            assert (tmp_path / f"{out.name}_curves.svg").read_text().startswith("<svg")
+    for task in ("sst2", "imdb"):
+        # The LoRA run trained a small part of the model: the adapter and the head.
+        lora, full = runs[task, "pretrained", "lora"], runs[task, "pretrained", ""]
+        assert lora["trainable_params"] < full["trainable_params"] / 4, (lora, full)
+        assert lora["total_params"] > full["total_params"], (lora, full)  # the adapter's weights come on top

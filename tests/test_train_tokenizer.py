@@ -149,6 +149,23 @@ def test_min_frequency_changes_bpe_merges():
     assert high < low <= VOCAB_SIZE
 
 
+@pytest.mark.parametrize("tokenizer_type", TYPES)
+def test_lowercase_and_html_line_breaks_options_live_in_the_saved_normalizer(tmp_path, tokenizer_type):
+    """IMDB reviews are cased and hold `<br />` tags; SST-2 is lower-cased. With both options the saved tokenizer
+    reads them alike, and so does every later user of the saved folder."""
+    texts = [text + " <br /><br />" + text.upper() for text in corpus(count=200)]
+    normalizer = tt.build_normalizer(lowercase=True, html_line_breaks_to_spaces=True)
+    backend = tt.train_tokenizer(iter(texts), tokenizer_type, VOCAB_SIZE, normalizer=normalizer)
+    tt.to_transformers(backend).save_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    review = "The OLD man sees the red house.<br /><br/>It's GREAT<BR>"
+    assert tokenizer(review).input_ids == tokenizer("the old man sees the red house.  it's great ").input_ids
+    assert not any("<" in token or "br" == token.strip("Ġ▁") for token in tokenizer.tokenize(review))
+
+    plain = tt.train_tokenizer(iter(texts), tokenizer_type, VOCAB_SIZE)  # the default: NFKC alone, exact round trip
+    assert plain.decode(plain.encode(review).ids, skip_special_tokens=True) == review
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Choosing text columns
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Pretrain the scratch Transformer on raw text with a denoising objective, with `Trainer`: T5 span corruption
-(the default) or BART text infilling.
+(the default) or BART text infilling, which train the encoder and the decoder, or BERT's masked language modelling
+(`--objective masked_lm`), which trains the encoder alone: what a classifier (`finetune_sentiment.py`) reads.
 
     python training/pretrain.py \
         --tokenizer_name tokenizer/ --train_file ../shared/data/pretrain/corpus.txt \
@@ -19,8 +20,14 @@ The texts are tokenized without special tokens, joined with `</s>` after each, a
 left over at the end of every 1000 texts is dropped. The chunk length is chosen so that a corrupted input, `</s>`
 included, is exactly `--max_seq_length` tokens: with the defaults (128, density 0.15, spans of 3) a span-corrupted
 chunk is 141 raw tokens and its target 29; a text-infilling chunk is 127 tokens, its input shorter than 128 and its
-target (the whole chunk and `</s>`) 128. The validation chunks are corrupted once, with `--seed`, so every
+target (the whole chunk and `</s>`) 128; a masked-LM chunk is 127 tokens and its input, `</s>` added, 128. The
+validation chunks are corrupted once, with `--seed`, so every
 evaluation scores the same task. Training chunks are corrupted afresh at every step, by the data collator.
+
+Masked LM: the encoder reads the masked chunk and the LM head (the shared embedding matrix, as in BERT) predicts
+the chosen tokens from the encoder's states. The decoder is frozen and gets a one-token input, so the checkpoint is
+still a whole encoder-decoder that `AutoModelForSeq2SeqLM` and `AutoModelForSequenceClassification` both load, but
+its decoder (apart from the shared embeddings) is as initialised.
 
 A new model is built from `--config_name` / `--config_overrides` (sized to the tokenizer), or training continues
 from `--model_name_or_path`. The output folder holds the model, tokenizer, generation config, `all_results.json`
@@ -41,9 +48,12 @@ if not __package__:  # `python training/pretrain.py`: import from this checkout 
 
 import datasets
 import numpy as np
+import torch
+import torch.nn.functional as F
 from transformers import AutoModelForSeq2SeqLM, TrainingArguments, set_seed
 
 from hf_scratch_transformer.data_collators import (
+    DataCollatorForMaskedLM,
     DataCollatorForSpanCorruption,
     DataCollatorForTextInfilling,
     compute_input_and_target_lengths,
@@ -58,10 +68,11 @@ from training.push_to_hub import check_hub_token, push_trainer_run
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVES = ("span_corruption", "text_infilling")
-# (noise_density, mean_noise_span_length) of each objective's paper: T5 (Raffel et al., 2020) and BART (Lewis et
-# al., 2020), whose span lengths are Poisson(3) and which masks 30% of the tokens.
-DEFAULT_NOISE = {"span_corruption": (0.15, 3.0), "text_infilling": (0.3, 3.0)}
+OBJECTIVES = ("span_corruption", "text_infilling", "masked_lm")
+# (noise_density, mean_noise_span_length) of each objective's paper: T5 (Raffel et al., 2020), BART (Lewis et al.,
+# 2020), whose span lengths are Poisson(3) and which masks 30% of the tokens, and BERT (Devlin et al., 2019), which
+# predicts 15% of the tokens, each on its own (its span length is not used).
+DEFAULT_NOISE = {"span_corruption": (0.15, 3.0), "text_infilling": (0.3, 3.0), "masked_lm": (0.15, 1.0)}
 PACKING_BATCH_SIZE = 1000  # texts joined at once; one partial chunk per this many texts is dropped
 
 
@@ -69,14 +80,18 @@ PACKING_BATCH_SIZE = 1000  # texts joined at once; one partial chunk per this ma
 class PretrainArguments:
     objective: str = field(
         default="span_corruption",
-        metadata={"help": "T5 span corruption, or BART text infilling.", "choices": OBJECTIVES},
+        metadata={
+            "help": "T5 span corruption or BART text infilling (encoder and decoder); BERT masked LM (the encoder).",
+            "choices": OBJECTIVES,
+        },
     )
     text_column: str = field(default="text", metadata={"help": "The text column of json/jsonl/csv data."})
     max_seq_length: int = field(
         default=128, metadata={"help": "Encoder input length, </s> included; chunks are cut to fill it."}
     )
     noise_density: float | None = field(
-        default=None, metadata={"help": "Fraction of tokens corrupted; 0.15 (span corruption) or 0.3 (infilling)."}
+        default=None,
+        metadata={"help": "Fraction of tokens corrupted: 0.15 (span corruption, masked LM) or 0.3 (infilling)."},
     )
     mean_noise_span_length: float | None = field(
         default=None, metadata={"help": "Mean corrupted span length (the Poisson mean for infilling); 3."}
@@ -122,11 +137,15 @@ def main() -> None:
             )
             chunk_length, target_length = compute_input_and_target_lengths(max_length, density, span_length)
             collator.check_length(chunk_length)  # enough sentinels? Better now than at the first batch.
-        else:
+        elif pretrain_args.objective == "text_infilling":
             collator = DataCollatorForTextInfilling(
                 tokenizer, model=model, mask_ratio=density, poisson_lambda=span_length
             )
             chunk_length, target_length = max_length - 1, max_length  # room for </s>; masking only shortens
+        else:
+            collator = DataCollatorForMaskedLM(tokenizer, mlm_probability=density)
+            chunk_length, target_length = max_length - 1, 1  # room for </s>; the decoder reads one token
+            freeze_decoder(model)
     except ValueError as error:
         raise SystemExit(f"--objective {pretrain_args.objective}: {error}") from error
     check_lengths_fit_learned_positions(model.config, {"--max_seq_length": max(max_length, target_length)})
@@ -192,7 +211,8 @@ def main() -> None:
 
     # 3. Train, evaluate, save.
     training_args.remove_unused_columns = False  # the chunks hold only what the model takes; a stream names nothing
-    trainer = AtomicTrainer(
+    trainer_class = EncoderMaskedLMTrainer if pretrain_args.objective == "masked_lm" else AtomicTrainer
+    trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=train,
@@ -212,6 +232,40 @@ def main() -> None:
         with open(os.path.join(training_args.output_dir, "loss_curve.json"), "w") as file:
             json.dump(curve, file, indent=1)
     logger.info("Results: %s", metrics)
+
+
+def freeze_decoder(model) -> None:
+    """Masked LM trains the encoder alone: the decoder's own weights get no gradient (the shared embedding matrix,
+    which the encoder and the LM head use too, still trains). DDP needs this: a trainable weight that gets no
+    gradient would stop it."""
+    shared = model.get_input_embeddings().weight
+    for parameter in model.get_decoder().parameters():
+        if parameter is not shared:
+            parameter.requires_grad_(False)
+
+
+class EncoderMaskedLMTrainer(AtomicTrainer):
+    """`Trainer` with BERT's loss: cross-entropy of the LM head over the encoder's states at the chosen positions.
+
+    The model is called through its own forward, with a one-token decoder input, so that DDP (which only
+    synchronises gradients of a call to the model it wraps) sees the call; only `encoder_last_hidden_state` is used.
+    The loss is a sum over the chosen tokens divided by `num_items_in_batch` (all chosen tokens of the step, across
+    accumulation and processes), as the LM head's own loss is."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]  # (B, S): a token id at the chosen positions, -100 elsewhere
+        start = self.accelerator.unwrap_model(model).config.decoder_start_token_id
+        outputs = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            decoder_input_ids=torch.full((labels.shape[0], 1), start, device=labels.device),  # (B, 1)
+        )
+        chosen = labels != -100
+        lm_head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        logits = lm_head(outputs.encoder_last_hidden_state[chosen])  # (N, V): only the N chosen positions
+        loss = F.cross_entropy(logits.float(), labels[chosen], reduction="sum")
+        loss = loss / (num_items_in_batch if num_items_in_batch is not None else chosen.sum().clamp(min=1))
+        return (loss, outputs) if return_outputs else loss
 
 
 if __name__ == "__main__":

@@ -34,7 +34,11 @@ Two subword models (`--tokenizer_type`):
 
 Both normalize with NFKC only: case and accents are kept, and compatibility characters are folded ("…" -> "...",
 "²" -> "2", full-width letters -> ASCII). So the round trip `decode(encode(text), skip_special_tokens=True) == text`
-is exact for text that is already NFKC, which ordinary English and German prose is.
+is exact for text that is already NFKC, which ordinary English and German prose is. Two options add to the
+normalizer, for text classification, where the round trip does not matter: `--lowercase` (SST-2 is lower-cased;
+one vocabulary then serves it and cased IMDB reviews) and `--html_line_breaks_to_spaces` (IMDB's reviews hold raw
+`<br />` tags, which would otherwise take a token or two each, about 4 a review). The normalizer is saved with the
+tokenizer, so fine-tuning and inference normalize exactly as training did.
 
 Special tokens have fixed ids, those that `ScratchTransformerConfig` defaults to: `<pad>` = 0 (`pad_token_id`),
 `<s>` = 1 (`bos_token_id` and `decoder_start_token_id`), `</s>` = 2 (`eos_token_id`), `<unk>` = 3, `<mask>` = 4,
@@ -54,7 +58,7 @@ if not __package__:  # `python training/train_tokenizer.py`: import from this ch
 
 import datasets
 import pyarrow as pa
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 from training.arguments import DataArguments, parse_arguments
@@ -124,6 +128,10 @@ class TokenizerArguments:
     )
     model_max_length: int = field(
         default=512, metadata={"help": "Longest input the model takes (its `max_position_embeddings`)."}
+    )
+    lowercase: bool = field(default=False, metadata={"help": "Lower-case every text (in the saved normalizer)."})
+    html_line_breaks_to_spaces: bool = field(
+        default=False, metadata={"help": "Read HTML line breaks (`<br />`, `<br>`) as spaces (saved normalizer)."}
     )
 
     def __post_init__(self):
@@ -263,10 +271,25 @@ def text_iterator(
 # -----------------------------------------------------------------------------------------------------------------
 
 
+def build_normalizer(lowercase: bool = False, html_line_breaks_to_spaces: bool = False) -> normalizers.Normalizer:
+    """NFKC, then the options: `<br />` -> " ", lower case."""
+    steps = [normalizers.NFKC()]
+    if html_line_breaks_to_spaces:
+        steps.append(normalizers.Replace(Regex(r"(?i)<br\s*/?>"), " "))
+    if lowercase:
+        steps.append(normalizers.Lowercase())
+    return steps[0] if len(steps) == 1 else normalizers.Sequence(steps)
+
+
 def build_tokenizer(
-    tokenizer_type: str, vocab_size: int, min_frequency: int = 2, num_sentinel_tokens: int = 100
+    tokenizer_type: str,
+    vocab_size: int,
+    min_frequency: int = 2,
+    num_sentinel_tokens: int = 100,
+    normalizer: normalizers.Normalizer | None = None,
 ) -> tuple[Tokenizer, trainers.Trainer]:
-    """An untrained `tokenizers.Tokenizer` and the trainer that fills its vocabulary, special tokens first."""
+    """An untrained `tokenizers.Tokenizer` and the trainer that fills its vocabulary, special tokens first.
+    `normalizer`: default NFKC alone (see `build_normalizer`)."""
     check_vocab_size(tokenizer_type, vocab_size, num_sentinel_tokens)
     specials = special_tokens(num_sentinel_tokens)
 
@@ -290,7 +313,7 @@ def build_tokenizer(
         trainer = trainers.UnigramTrainer(
             vocab_size=vocab_size, special_tokens=specials, unk_token=UNK, initial_alphabet=UNIGRAM_SEED_ALPHABET
         )
-    tokenizer.normalizer = normalizers.NFKC()  # no lowercasing, no accent stripping
+    tokenizer.normalizer = normalizer or build_normalizer()  # by default no lowercasing, no accent stripping
     return tokenizer, trainer
 
 
@@ -300,9 +323,10 @@ def train_tokenizer(
     vocab_size: int = 8000,
     min_frequency: int = 2,
     num_sentinel_tokens: int = 100,
+    normalizer: normalizers.Normalizer | None = None,
 ) -> Tokenizer:
     """Train on `texts`, then make every sequence end with `</s>`."""
-    tokenizer, trainer = build_tokenizer(tokenizer_type, vocab_size, min_frequency, num_sentinel_tokens)
+    tokenizer, trainer = build_tokenizer(tokenizer_type, vocab_size, min_frequency, num_sentinel_tokens, normalizer)
     tokenizer.train_from_iterator(texts, trainer=trainer)
     for token_id, token in enumerate(special_tokens(num_sentinel_tokens)):  # the ids the model config expects
         if tokenizer.token_to_id(token) != token_id:
@@ -357,6 +381,7 @@ def main(argv: list[str] | None = None) -> PreTrainedTokenizerFast:
         tokenizer_args.vocab_size,
         tokenizer_args.min_frequency,
         tokenizer_args.num_sentinel_tokens,
+        build_normalizer(tokenizer_args.lowercase, tokenizer_args.html_line_breaks_to_spaces),
     )
     tokenizer = to_transformers(backend, tokenizer_args.num_sentinel_tokens, tokenizer_args.model_max_length)
     tokenizer.save_pretrained(tokenizer_args.output_dir)

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Pretraining for sentiment: BERT's masked LM on the encoder, over movie reviews and short English sentences, on 2
+# CPU cores. One command, from a fresh clone and ../shared/data; training/recipes/sentiment.sh fine-tunes the result.
+#
+#   bash training/recipes/pretrain_reviews.sh          # -> runs/recipes/pretrain_reviews/model
+#
+# Expected (benchmarks/QUALITY.md): see the table there for the wall time and the final masked-LM loss.
+#
+# Steps: (1) the pretraining text, one review or sentence a row: IMDB's 50,000 unlabelled reviews, the text (not the
+# labels) of its 22,527 training reviews, and pretrain/corpus.txt (Multi30k and SST-2 sentences); the first 500
+# validation reviews' text for a held-out loss; (2) a byte-level BPE of 16,000 tokens on that text, lower-cased
+# and with `<br />` read as a space (SST-2 is lower-cased, IMDB is not: one vocabulary serves both); (3) masked-LM
+# pretraining of a d_model-256, 4-layer encoder (the decoder is frozen, see training/pretrain.py) on chunks of 256
+# tokens, 32 a step.
+# Every size can be set from the environment; the CI test runs this script at a tiny size.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${DATA:-../shared/data}
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-runs/recipes/pretrain_reviews}
+STEPS=${STEPS:-1500}            # 1500 x 32 x 256 = 12M tokens, about half of the text; ~2.9 s a step here
+VOCAB=${VOCAB:-16000}
+MODEL=${MODEL:-d_model=256,encoder_layers=4,decoder_layers=4,encoder_attention_heads=4,decoder_attention_heads=4,encoder_ffn_dim=1024,decoder_ffn_dim=1024}
+LENGTH=${LENGTH:-256}           # tokens a chunk; IMDB reviews average about 300
+MAX_TEXTS=${MAX_TEXTS:-}        # keep only this many texts of each source (the CI test's tiny size)
+TRAIN_FLAGS=(${TRAIN_FLAGS:-})  # more flags for pretrain.py
+mkdir -p "$OUT"
+timed() { local name=$1; shift; local start=$SECONDS; "$@" > "$OUT/$name.log" 2>&1; echo "$name: $((SECONDS - start)) s" | tee -a "$OUT/times.txt"; }
+
+# 1. The text (about 20 s): JSON Lines with a "text" column.
+timed text $PY - "$DATA" "$OUT" "$MAX_TEXTS" <<'PY'
+import gzip, itertools, json, sys
+from pathlib import Path
+data, out, limit = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]) if sys.argv[3] else None
+def reviews(name):
+    with gzip.open(data / "imdb" / name, "rt", encoding="utf-8") as file:
+        yield from (json.loads(line)["text"] for line in file)
+def sentences():
+    with open(data / "pretrain" / "corpus.txt", encoding="utf-8") as file:
+        yield from (line.strip() for line in file if line.strip())
+def write(path, *sources):
+    with open(path, "w", encoding="utf-8") as file:
+        for text in itertools.chain(*(itertools.islice(source, limit) for source in sources)):
+            file.write(json.dumps({"text": text}) + "\n")
+write(out / "text_train.jsonl", reviews("unsup.jsonl.gz"), reviews("train.jsonl.gz"), sentences())
+write(out / "text_validation.jsonl", itertools.islice(reviews("validation.jsonl.gz"), 500))
+PY
+
+# 2. The vocabulary (about 2 minutes).
+timed tokenizer $PY training/train_tokenizer.py --train_file "$OUT/text_train.jsonl" --text_columns text \
+    --output_dir "$OUT/tokenizer" --vocab_size "$VOCAB" --num_sentinel_tokens 0 \
+    --lowercase --html_line_breaks_to_spaces
+
+# 3. Masked-LM pretraining. Pre-LN trains at 1e-3 after a short warmup; the rate then falls linearly to 0. The
+#    loss on the held-out reviews is measured every 250 steps; a checkpoint (resumable) every 250 steps too.
+timed pretrain $PY training/pretrain.py --objective masked_lm \
+    --train_file "$OUT/text_train.jsonl" --validation_file "$OUT/text_validation.jsonl" \
+    --tokenizer_name "$OUT/tokenizer" --max_seq_length "$LENGTH" \
+    --config_overrides "$MODEL,normalize_before=true,max_position_embeddings=512" \
+    --output_dir "$OUT/model" --overwrite_output_dir \
+    --max_steps "$STEPS" --per_device_train_batch_size 32 --per_device_eval_batch_size 32 \
+    --learning_rate 1e-3 --warmup_steps 150 --lr_scheduler_type linear --adam_beta2 0.98 --weight_decay 0.01 \
+    --eval_strategy steps --eval_steps 250 --save_strategy steps --save_steps 250 --save_total_limit 1 \
+    --logging_steps 25 --use_cpu --report_to none --disable_tqdm true --seed 0 "${TRAIN_FLAGS[@]}"
+$PY - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+from training.model_card import training_curves_svg
+out = Path(sys.argv[1])
+results = json.loads((out / "model" / "all_results.json").read_text())
+print(f"masked-LM loss: train {results['train_loss']:.3f}, held-out reviews {results['eval_loss']:.3f}")
+log_history = json.loads((out / "model" / "trainer_state.json").read_text())["log_history"]
+(out / "curves.svg").write_text(training_curves_svg(log_history))
+PY

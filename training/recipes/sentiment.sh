@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Sentiment fine-tuning on SST-2 or IMDB, from the masked-LM checkpoint of pretrain_reviews.sh or from a new model
+# of the same shape, fully or through a LoRA adapter, on 2 CPU cores: one command each.
+#
+#   bash training/recipes/pretrain_reviews.sh                      # first: the checkpoint and its tokenizer
+#   TASK=sst2 bash training/recipes/sentiment.sh                   # full fine-tuning of the checkpoint
+#   TASK=sst2 INIT=scratch bash training/recipes/sentiment.sh      # the same fine-tuning of a new model
+#   TASK=sst2 PEFT=lora bash training/recipes/sentiment.sh         # LoRA on the checkpoint
+#   TASK=imdb ... (the same three)
+#
+# Expected (benchmarks/QUALITY.md): the accuracies and wall times of the table there; the numbers land in
+# $OUT/all_results.json.
+#
+# SST-2 (59,452 phrases and sentences, about 10 tokens each): 2 epochs of 32, texts up to 128 tokens.
+# IMDB (22,527 reviews, about 300 tokens each): 1 epoch of 32, the first 256 tokens of each review, batches grouped
+# by length. Both: lr 1e-4 (LoRA: 1e-3, rank 8 on every projection of the encoder, the head trained fully), 6% warmup
+# then linear decay, weight decay 0.01, the mean of the encoder's states as the sentence vector.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${DATA:-../shared/data}
+PY=${PY:-.venv/bin/python}
+TASK=${TASK:-sst2}              # sst2 or imdb
+INIT=${INIT:-pretrained}        # pretrained (the checkpoint) or scratch (a new model of the same shape)
+PEFT=${PEFT:-}                  # lora: train an adapter on the frozen checkpoint
+PRETRAINED=${PRETRAINED:-runs/recipes/pretrain_reviews}
+OUT=${OUT:-runs/recipes/${TASK}_${INIT}${PEFT:+_$PEFT}}
+MODEL=${MODEL:-d_model=256,encoder_layers=4,decoder_layers=4,encoder_attention_heads=4,decoder_attention_heads=4,encoder_ffn_dim=1024,decoder_ffn_dim=1024}
+TRAIN_FLAGS=(${TRAIN_FLAGS:-})  # more flags, e.g. TRAIN_FLAGS="--max_train_samples 256" (the CI test's tiny size)
+case $TASK in
+    sst2) FILES=(--train_file "$DATA/sst2/train.jsonl" --validation_file "$DATA/sst2/validation.jsonl")
+          SIZE=(--num_train_epochs 2 --max_source_length 128) ;;
+    imdb) FILES=(--train_file "$DATA/imdb/train.jsonl.gz" --validation_file "$DATA/imdb/validation.jsonl.gz")
+          SIZE=(--num_train_epochs 1 --max_source_length 256 --train_sampling_strategy group_by_length) ;;
+    *) echo "TASK must be sst2 or imdb, not '$TASK'." >&2; exit 2 ;;
+esac
+case $INIT in
+    pretrained) START=(--model_name_or_path "$PRETRAINED/model") ;;
+    scratch) START=(--tokenizer_name "$PRETRAINED/tokenizer" --config_overrides "$MODEL,normalize_before=true,max_position_embeddings=512") ;;
+    *) echo "INIT must be pretrained or scratch, not '$INIT'." >&2; exit 2 ;;
+esac
+RATE=(--learning_rate 1e-4)
+if [[ $PEFT == lora ]]; then
+    RATE=(--learning_rate 1e-3 --peft lora --lora_r 8 --lora_alpha 16 --lora_target_modules q_proj,k_proj,v_proj,out_proj,fc1,fc2)
+fi
+if [[ ! -d $PRETRAINED/tokenizer ]]; then
+    echo "No $PRETRAINED/tokenizer: run training/recipes/pretrain_reviews.sh first (INIT=scratch needs its tokenizer)." >&2
+    exit 2
+fi
+mkdir -p "$OUT"
+start=$SECONDS
+$PY training/finetune_sentiment.py "${START[@]}" "${FILES[@]}" "${SIZE[@]}" "${RATE[@]}" \
+    --output_dir "$OUT" --overwrite_output_dir \
+    --per_device_train_batch_size 32 --per_device_eval_batch_size 64 \
+    --warmup_steps 0.06 --lr_scheduler_type linear --weight_decay 0.01 \
+    --eval_strategy steps --eval_steps 500 --save_strategy steps --save_steps 500 --save_total_limit 1 \
+    --logging_steps 50 --use_cpu --report_to none --disable_tqdm true --seed 0 "${TRAIN_FLAGS[@]}" \
+    > "$OUT.log" 2>&1
+echo "wall time: $((SECONDS - start)) s" | tee "$OUT.time"
+$PY - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+from training.model_card import training_curves_svg
+out = Path(sys.argv[1])
+results = json.loads((out / "all_results.json").read_text())
+print(f"validation accuracy {100 * results['eval_accuracy']:.2f} %, F1 {100 * results['eval_f1']:.2f} %")
+log_history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+(out.parent / f"{out.name}_curves.svg").write_text(training_curves_svg(log_history, "eval_accuracy"))
+PY
