@@ -13,6 +13,14 @@ min-max, ratios against the best of Marian/BART, model FLOP utilisation (MFU) ag
 Training: batch x (source, target) tokens, forward + backward + AdamW step; throughput in target tokens/s.
 Generation: `generate()` of exactly `new_tokens` tokens, greedy and beam search; throughput in new tokens/s
 (beam search counts the returned tokens, batch x new_tokens, not the beams).
+
+The fast paths are variants of a model's name: `ours-sdpa+static` generates with a static (preallocated) cache,
+`ours-sdpa+compile` also compiles: `generate()` compiles its decoding step (static cache, `compile_config`), and
+training runs `torch.compile(model)`, as `Trainer(torch_compile=True)` does. The same suffixes work for Marian and
+BART, so each path is compared with theirs. The first call of each task (the compile warm-up, for a compiled
+variant) is reported apart from the timings:
+
+    python benchmarks/speed.py --models ours-sdpa,ours-sdpa+static,ours-sdpa+compile,marian-sdpa,marian-sdpa+compile
 """
 
 import argparse
@@ -33,6 +41,7 @@ if not __package__:  # `python benchmarks/speed.py`: import the model from this 
 import torch
 from torch import nn
 from transformers import BartConfig, BartForConditionalGeneration, MarianConfig, MarianMTModel
+from transformers.generation import CompileConfig
 
 from hf_scratch_transformer import ScratchTransformerConfig, ScratchTransformerForConditionalGeneration
 
@@ -59,7 +68,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: all cores)")
     parser.add_argument("--peak_tflops", type=float, default=None, help="peak of the device, for MFU on a GPU")
-    parser.add_argument("--models", default="ours-eager,ours-sdpa,marian-eager,marian-sdpa,bart-eager,bart-sdpa,nn")
+    parser.add_argument(
+        "--models",
+        default="ours-eager,ours-sdpa,marian-eager,marian-sdpa,bart-eager,bart-sdpa,nn,"
+        "ours-sdpa+static,marian-sdpa+static,ours-sdpa+compile,marian-sdpa+compile,bart-sdpa+compile",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long run on a tiny shape (CI)")
     parser.add_argument("--fresh", action="store_true", help="time each model in its own fresh process per repetition")
@@ -82,7 +95,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build(name: str, args: argparse.Namespace) -> nn.Module:
-    family, _, implementation = name.partition("-")
+    """The model of a name such as `ours-sdpa` or `marian-eager` (any `+path` suffix is the Runner's)."""
+    family, _, implementation = name.split("+")[0].partition("-")
     shape = dict(
         vocab_size=args.vocab_size,
         d_model=args.d_model,
@@ -184,6 +198,13 @@ class Runner:
         self.device = device
         dtype = DTYPES[args.dtype]
         self.model = build(name, args).to(device=device, dtype=dtype)
+        paths = set(name.split("+")[1:])
+        unknown = paths - {"static", "compile"}
+        if unknown:
+            raise ValueError(f"unknown fast path {sorted(unknown)} in {name!r}: use +static or +compile")
+        self.compiled = "compile" in paths
+        self.static_cache = "static" in paths or self.compiled  # generate() compiles only with a static cache
+        self.train_model = torch.compile(self.model) if self.compiled else self.model
         self.parameters = sum(p.numel() for p in self.model.parameters())
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.train_inputs = make_inputs(args, args.train_batch, device)
@@ -199,7 +220,7 @@ class Runner:
 
     def train_step(self) -> None:
         self.model.train()
-        out = self.model(**self.train_inputs)
+        out = self.train_model(**self.train_inputs)
         loss = out if isinstance(out, torch.Tensor) else out.loss
         loss.backward()
         self.optimizer.step()
@@ -208,7 +229,15 @@ class Runner:
     @torch.inference_mode()
     def generate(self, num_beams: int) -> None:
         self.model.eval()
+        fast_path = {}
+        if self.static_cache:
+            fast_path["cache_implementation"] = "static"
+        if self.compiled:
+            compile_config = CompileConfig(fullgraph=True, dynamic=False)
+            compile_config._compile_all_devices = True  # generate() compiles on GPUs only, unless told to
+            fast_path["compile_config"] = compile_config
         ids = self.model.generate(
+            **fast_path,
             input_ids=self.generate_inputs["input_ids"],
             attention_mask=self.generate_inputs["attention_mask"],
             num_beams=num_beams,
@@ -332,20 +361,25 @@ def run_worker(name: str, mode: str, args: argparse.Namespace) -> dict[str, floa
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def time_in_one_process(names: list[str], args: argparse.Namespace, device: torch.device) -> dict:
+def time_in_one_process(names: list[str], args: argparse.Namespace, device: torch.device) -> tuple[dict, dict]:
+    """Seconds of each timed call, {task: {model: [...]}}, and of each model's first call of each task (where a
+    compiled variant compiles), {model: {task: seconds}}."""
     runners = [Runner(name, args, device) for name in names]
     seconds: dict[str, dict[str, list[float]]] = {}
-    for repetition in range(args.warmup + args.repetitions):
+    first_call: dict[str, dict[str, float]] = {}
+    for repetition in range(max(args.warmup, 1) + args.repetitions):
         for task in task_tokens(args):
             for runner in runners if repetition % 2 == 0 else reversed(runners):
                 run = runner.tasks().get(task)
                 if run is None:
                     continue
                 elapsed = timed(run, device)
-                if repetition >= args.warmup:
+                if repetition == 0:
+                    first_call.setdefault(runner.name, {})[task] = elapsed
+                if repetition >= max(args.warmup, 1):
                     seconds.setdefault(task, {}).setdefault(runner.name, []).append(elapsed)
             gc.collect()
-    return seconds
+    return seconds, first_call
 
 
 def time_in_fresh_processes(names: list[str], args: argparse.Namespace) -> dict:
@@ -377,10 +411,11 @@ def main() -> None:
     dtype = DTYPES[args.dtype]
     # The matmul rate before and after the timings, the higher: a rate taken while other load ran is too low.
     measured_before = matmul_tflops(device, dtype) if not args.peak_tflops else None
+    first_call = {}
     if args.fresh:
         seconds = time_in_fresh_processes(names, args)
     else:
-        seconds = time_in_one_process(names, args, device)
+        seconds, first_call = time_in_one_process(names, args, device)
     memory = {name: run_worker(name, "memory", args) for name in names} if not args.no_memory else {}
 
     peak = args.peak_tflops if args.peak_tflops else max(measured_before, matmul_tflops(device, dtype))
@@ -405,6 +440,8 @@ def main() -> None:
         entry["train_mfu"] = flops / statistics.median(seconds["train"][name]) / 1e12 / peak
         if name in memory:
             entry["peak_memory_mb"] = memory[name]
+        if name in first_call:
+            entry["first_call_seconds"] = first_call[name]
         results["models"][name] = entry
     results["ratios"] = ratios(results["models"], list(tokens))
     print_table(results, list(tokens))
@@ -421,10 +458,16 @@ def device_name(device: torch.device) -> str:
 
 
 def ratios(models: dict, tasks: list[str]) -> dict:
-    """Each of our variants against the best of Marian/BART: throughput over the highest, memory over the lowest."""
-    baselines = [name for name in models if name.startswith(("marian", "bart"))]
+    """Each of our variants against the best of Marian/BART on the same path (the default path, or the same
+    `+static` / `+compile`): throughput over the highest, memory over the lowest."""
     result = {}
-    for ours in (name for name in models if name.startswith("ours") and baselines):
+    for ours in (name for name in models if name.startswith("ours")):
+        path = ours.partition("+")[2]
+        baselines = [
+            name for name in models if name.startswith(("marian", "bart")) and name.partition("+")[2] == path
+        ]
+        if not baselines:
+            continue
         entry = {}
         for task in tasks:
             rates = [models[b][task]["median"] for b in baselines if task in models[b]]
@@ -441,7 +484,7 @@ def print_table(results: dict, tasks: list[str]) -> None:
     models = results["models"]
     print(f"device: {results['device']}; matmul peak used for MFU: {results['peak_tflops'] * 1000:.1f} GFLOP/s")
     print(f"load average before/after: {results['load_average']['before']}/{results['load_average']['after']}")
-    header = f"{'model':<14}" + "".join(f"{task + ' tok/s (min-max)':>27}" for task in tasks) + f"{'train MFU':>10}"
+    header = f"{'model':<20}" + "".join(f"{task + ' tok/s (min-max)':>27}" for task in tasks) + f"{'train MFU':>10}"
     header += "".join(f"{task + ' MB':>11}" for task in tasks)
     print(header)
     for name, entry in models.items():
@@ -455,9 +498,14 @@ def print_table(results: dict, tasks: list[str]) -> None:
         cells.append(f"{entry['train_mfu']:>10.1%}")
         memory = entry.get("peak_memory_mb", {})
         cells += [(f"{memory[task]:.0f}" if task in memory else "—").rjust(11) for task in tasks]
-        print(f"{name:<14}" + "".join(cells))
+        print(f"{name:<20}" + "".join(cells))
+    for name, entry in models.items():
+        if "+" in name and "first_call_seconds" in entry:
+            calls = ", ".join(f"{task} {seconds:.1f} s" for task, seconds in entry["first_call_seconds"].items())
+            print(f"{name} first call (warm-up, compilation included): {calls}")
     for ours, entry in results["ratios"].items():
-        print(f"{ours} vs best of Marian/BART: " + ", ".join(f"{key} {value:.2f}x" for key, value in entry.items()))
+        label = "same path of Marian/BART" if "+" in ours else "best of Marian/BART"
+        print(f"{ours} vs {label}: " + ", ".join(f"{key} {value:.2f}x" for key, value in entry.items()))
 
 
 def svg_plot(results: dict, tasks: list[str]) -> str:

@@ -270,7 +270,7 @@ class ScratchTransformerLearnedPositions(nn.Embedding):
 
     def forward(self, length: int, past_length: int | torch.Tensor = 0) -> torch.Tensor:
         """Positions past_length .. past_length + length - 1 as a (length, E) tensor; `past_length` a 0-dim tensor
-        with a static cache, whose whole length the decoder checks against the table once."""
+        with a static cache, whose whole length the decoder checks against the table instead."""
         if isinstance(past_length, int):
             check_position_count(past_length + length, self.num_embeddings)
         positions = torch.arange(length, device=self.weight.device) + past_length

@@ -4,7 +4,8 @@
 #
 #   bash training/recipes/pretrain_reviews.sh          # -> runs/recipes/pretrain_reviews/model
 #
-# Expected (benchmarks/QUALITY.md): see the table there for the wall time and the final masked-LM loss.
+# Expected (benchmarks/QUALITY.md, 2026-11-28): masked-LM loss 6.32 on the held-out reviews (training 6.28 at the
+# end), about 75 minutes of pretraining on an idle 2-core machine (2.9 s a step), 40 s for the text and tokenizer.
 #
 # Steps: (1) the pretraining text, one review or sentence a row: IMDB's 50,000 unlabelled reviews, the text (not the
 # labels) of its 22,527 training reviews, and pretrain/corpus.txt (Multi30k and SST-2 sentences); the first 500

@@ -8,10 +8,11 @@
 #   TASK=sst2 PEFT=lora bash training/recipes/sentiment.sh         # LoRA on the checkpoint
 #   TASK=imdb ... (the same three)
 #
-# Expected (benchmarks/QUALITY.md): the accuracies and wall times of the table there; the numbers land in
+# Expected (benchmarks/QUALITY.md, 2026-11-28): SST-2 validation accuracy 74.9 % from the checkpoint (13 min on
+# 2 cores) and 75.0 % from a new model (11 min): the 1,500-step masked LM does not pay yet. The numbers land in
 # $OUT/all_results.json.
 #
-# SST-2 (59,452 phrases and sentences, about 10 tokens each): 2 epochs of 32, texts up to 128 tokens.
+# SST-2 (59,452 phrases and sentences, about 10 tokens each): 1 epoch of 32 (1,858 steps), texts up to 128 tokens.
 # IMDB (22,527 reviews, about 300 tokens each): 1 epoch of 32, the first 256 tokens of each review, batches grouped
 # by length. Both: lr 1e-4 (LoRA: 1e-3, rank 8 on every projection of the encoder, the head trained fully), 6% warmup
 # then linear decay, weight decay 0.01, the mean of the encoder's states as the sentence vector.
@@ -28,7 +29,7 @@ MODEL=${MODEL:-d_model=256,encoder_layers=4,decoder_layers=4,encoder_attention_h
 TRAIN_FLAGS=(${TRAIN_FLAGS:-})  # more flags, e.g. TRAIN_FLAGS="--max_train_samples 256" (the CI test's tiny size)
 case $TASK in
     sst2) FILES=(--train_file "$DATA/sst2/train.jsonl" --validation_file "$DATA/sst2/validation.jsonl")
-          SIZE=(--num_train_epochs 2 --max_source_length 128) ;;
+          SIZE=(--num_train_epochs 1 --max_source_length 128) ;;
     imdb) FILES=(--train_file "$DATA/imdb/train.jsonl.gz" --validation_file "$DATA/imdb/validation.jsonl.gz")
           SIZE=(--num_train_epochs 1 --max_source_length 256 --train_sampling_strategy group_by_length) ;;
     *) echo "TASK must be sst2 or imdb, not '$TASK'." >&2; exit 2 ;;
