@@ -463,9 +463,7 @@ def ratios(models: dict, tasks: list[str]) -> dict:
     result = {}
     for ours in (name for name in models if name.startswith("ours")):
         path = ours.partition("+")[2]
-        baselines = [
-            name for name in models if name.startswith(("marian", "bart")) and name.partition("+")[2] == path
-        ]
+        baselines = [name for name in models if name.startswith(("marian", "bart")) and name.partition("+")[2] == path]
         if not baselines:
             continue
         entry = {}
