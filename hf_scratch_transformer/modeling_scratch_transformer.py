@@ -561,9 +561,11 @@ def attention_masks(
     encoder_attention_mask: torch.Tensor | None = None,
     past_key_values: EncoderDecoderCache | None = None,
     past_length: int | torch.Tensor = 0,
+    static_length: int | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The one place that decides which mask each attention kernel gets: (self-attention mask, cross-attention
-    mask), the second None in the encoder (no `encoder_hidden_states`).
+    mask), the second None in the encoder (no `encoder_hidden_states`). `static_length`: the slots of a static
+    self-attention cache (`static_cache_length`), None for a cache that grows.
 
     Eager attention (which a request for attention weights always runs) and SDPA take the additive masks above.
     Two shortcuts leave a mask out where it would change nothing, so that SDPA can take its faster paths:
@@ -598,7 +600,6 @@ def attention_masks(
     if not is_decoder:
         return padding_or_none(attention_mask), None
     target_length = inputs_embeds.shape[1]
-    static_length = static_cache_length(self_cache)
     starts_at_zero = isinstance(past_length, int) and past_length == 0
     sdpa_masks_the_future = config._attn_implementation == "sdpa" and starts_at_zero and not output_attentions
     if attention_mask is None and static_length is None and (target_length == 1 or sdpa_masks_the_future):
@@ -823,6 +824,7 @@ class ScratchTransformerDecoder(ScratchTransformerPreTrainedModel):
             encoder_attention_mask=encoder_attention_mask,
             past_key_values=past_key_values,
             past_length=past_length,
+            static_length=static_length,
         )
         positions = self.embed_positions(target_length, past_length).to(inputs_embeds.dtype)  # (T, E)
         hidden_states = F.dropout(inputs_embeds + positions, p=self.config.dropout, training=self.training)
