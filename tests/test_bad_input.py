@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 from conftest import EOS, VOCAB_SIZE, random_batch, tiny_config, word_level_tokenizer, write_jsonl
-from transformers import AutoModelForSeq2SeqLM
+from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
 from hf_scratch_transformer import (
     ScratchTransformerConfig,
@@ -212,15 +212,33 @@ def test_config_overrides_that_do_not_make_a_config_are_refused(monkeypatch, fil
     assert re.search(message, code), code
 
 
-def test_config_overrides_on_a_checkpoint_are_refused(monkeypatch, files, tmp_path):
+def test_config_overrides_that_shape_weights_are_refused_on_a_checkpoint(monkeypatch, files, tmp_path):
     """A checkpoint keeps the config its weights were trained with (as transformers' own examples refuse)."""
     ScratchTransformerForSequenceClassification(tiny_config(num_labels=2)).save_pretrained(tmp_path / "model")
     code = run_main(
         monkeypatch, "finetune_sentiment", "--train_file", files / "reviews.jsonl", "--model_name_or_path",
-        tmp_path / "model", "--tokenizer_name", files / "tokenizer", "--config_overrides", "dropout=0.2",
+        tmp_path / "model", "--tokenizer_name", files / "tokenizer", "--config_overrides", "dropout=0.2,d_model=64",
         "--output_dir", tmp_path / "run", *COMMON_FLAGS,
     )  # fmt: skip
-    assert "--config_overrides changes the config of a new model" in code
+    assert "--config_overrides d_model: a checkpoint (--model_name_or_path) keeps the config" in code
+    assert "only dropout, attention_dropout, activation_dropout, classifier_dropout, label_smoothing can" in code
+
+
+def test_a_checkpoint_is_fine_tuned_with_the_dropout_asked_for(files, tmp_path):
+    """Dropout shapes no weight: a checkpoint pretrained without it can be fine-tuned with it."""
+    from training.arguments import ModelArguments
+    from training.model_loading import load_model, load_tokenizer
+
+    config = tiny_config(num_labels=2, dropout=0.0)
+    ScratchTransformerForSequenceClassification(config).save_pretrained(tmp_path / "model")
+    model_args = ModelArguments(
+        model_name_or_path=str(tmp_path / "model"),
+        tokenizer_name=str(files / "tokenizer"),
+        config_overrides="dropout=0.3,classifier_dropout=0.2",
+    )
+    model = load_model(AutoModelForSequenceClassification, model_args, load_tokenizer(model_args))
+    assert (model.config.dropout, model.config.classifier_dropout) == (0.3, 0.2)
+    assert model.dropout.p == 0.2 and model.model.encoder.layers[0].dropout == 0.3
 
 
 @pytest.mark.parametrize(

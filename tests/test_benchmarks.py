@@ -50,3 +50,73 @@ def test_speed_benchmark_times_in_fresh_processes(tmp_path):
     for task in ("train", "greedy", "beam2"):
         ours, marian = results["models"]["ours-sdpa"][task], results["models"]["marian-sdpa"][task]
         assert results["ratios"]["ours-sdpa"][task] == pytest.approx(ours["median"] / marian["median"])
+
+
+def test_low_precision_variants_generate_only_and_are_compared_on_the_same_path(tmp_path):
+    results_file = tmp_path / "speed.json"
+    completed = run_speed(
+        "--no_memory", "--models", "ours-sdpa,ours-sdpa+int8,ours-sdpa+bf16,marian-sdpa,marian-sdpa+int8",
+        "--json", str(results_file),
+    )  # fmt: skip
+    models = json.loads(results_file.read_text())["models"]
+    for name in ("ours-sdpa+int8", "ours-sdpa+bf16", "marian-sdpa+int8"):
+        assert "train" not in models[name] and models[name]["greedy"]["median"] > 0, (name, models[name])
+    results = json.loads(results_file.read_text())
+    int8 = results["ratios"]["ours-sdpa+int8"]
+    assert int8["greedy"] == pytest.approx(
+        models["ours-sdpa+int8"]["greedy"]["median"] / models["marian-sdpa+int8"]["greedy"]["median"]
+    )
+    assert "ours-sdpa+bf16" not in results["ratios"]  # no Marian/BART in bf16 in this run: nothing to compare with
+    # Our fastest variant of each generation task against Marian's default generate().
+    for task in ("greedy", "beam2"):
+        best, ratio = results["best_against_marian_default"][task]
+        rates = {name: entry[task]["median"] for name, entry in models.items() if name.startswith("ours")}
+        assert best == max(rates, key=rates.get)
+        assert ratio == pytest.approx(rates[best] / models["marian-sdpa"][task]["median"])
+    assert "our fastest path" in completed.stdout
+
+
+def test_an_unknown_fast_path_is_named():
+    command = [sys.executable, SPEED, "--tiny", "--no_memory", "--models", "ours-sdpa+fp8"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode != 0
+    assert "unknown fast path ['fp8'] in 'ours-sdpa+fp8': use +static, +compile, +bf16, +int8" in completed.stderr
+
+
+def test_precision_bleu_scores_each_precision_against_the_references(tmp_path):
+    """References that are the fp32 model's own translations (one sentence at a time): the script, which decodes
+    in sorted, padded batches, must score fp32 at BLEU 100 with every sentence identical; int8 and bf16 decode too."""
+    import torch
+    from conftest import tiny_config, word_level_tokenizer, write_jsonl
+
+    from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
+
+    words = [f"w{i}" for i in range(90)]
+    tokenizer = word_level_tokenizer(words, append_eos=True)
+    torch.manual_seed(0)
+    model = ScratchTransformerForConditionalGeneration(tiny_config(eos_token_id=2, decoder_start_token_id=1)).eval()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    sources = [" ".join(words[i : i + length]) for i, length in [(0, 3), (10, 7), (20, 5), (30, 9), (40, 4), (50, 6)]]
+    references = []
+    for source in sources:
+        ids = model.generate(**tokenizer(source, return_tensors="pt"), num_beams=2, max_new_tokens=6)
+        references.append(tokenizer.decode(ids[0], skip_special_tokens=True).strip())
+    assert len(set(references)) >= 3 and max(len(text.split()) for text in references) >= 4, references
+    validation = write_jsonl(
+        tmp_path / "validation.jsonl",
+        [{"translation": {"en": s, "de": r}} for s, r in zip(sources, references, strict=True)],
+    )
+    results_file = tmp_path / "precision.json"
+    command = [
+        sys.executable, str(REPO_ROOT / "benchmarks" / "precision_bleu.py"), "--model", str(tmp_path / "model"),
+        "--validation_file", validation, "--source_lang", "en", "--target_lang", "de", "--num_beams", "2",
+        "--max_new_tokens", "6", "--batch_size", "4", "--json", str(results_file),
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(results_file.read_text())
+    assert results["fp32"]["bleu"] == pytest.approx(100.0) and results["fp32"]["identical_to_first"] == 1.0
+    for precision in ("bf16", "int8"):
+        assert 0 <= results[precision]["bleu"] <= 100 + 1e-9 and results[precision]["tokens_per_second"] > 0
+    assert "int8" in completed.stdout and "identical" in completed.stdout

@@ -25,7 +25,10 @@ class ModelArguments:
     )
     config_overrides: str | None = field(
         default=None,
-        metadata={"help": 'Changes to the config of a new model, e.g. "d_model=256,encoder_layers=3,dropout=0.1".'},
+        metadata={
+            "help": 'Changes to the config of a new model, e.g. "d_model=256,encoder_layers=3,dropout=0.1"; of a '
+            "checkpoint, only its dropouts and label_smoothing."
+        },
     )
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer folder or Hub id; defaults to the one saved with the model."}

@@ -69,6 +69,11 @@ def check_model_type(flag: str, source: str) -> None:
         )
 
 
+# Config fields that shape no weight, so that a checkpoint may be fine-tuned with other values (as transformers'
+# `from_pretrained(..., hidden_dropout_prob=0.2)`): a pretraining run without dropout, fine-tuned with it.
+TRAINING_ONLY_FIELDS = ("dropout", "attention_dropout", "activation_dropout", "classifier_dropout", "label_smoothing")
+
+
 def parse_config_overrides(overrides: str | None) -> dict:
     """ "d_model=256,dropout=0.1,normalize_before=true" -> {"d_model": 256, "dropout": 0.1, ...}."""
     values = {}
@@ -91,10 +96,13 @@ def load_model(model_class, model_args: ModelArguments, tokenizer: PreTrainedTok
     """A checkpoint to fine-tune, or a new model whose vocabulary and special tokens are the tokenizer's."""
     kwargs = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
     if model_args.model_name_or_path is not None:
-        if model_args.config_overrides:
+        overrides = parse_config_overrides(model_args.config_overrides)
+        fixed = sorted(set(overrides) - set(TRAINING_ONLY_FIELDS))
+        if fixed:
             raise SystemExit(
-                "--config_overrides changes the config of a new model; a checkpoint (--model_name_or_path) keeps the "
-                "config its weights were trained with. Drop --config_overrides, or leave out --model_name_or_path."
+                f"--config_overrides {', '.join(fixed)}: a checkpoint (--model_name_or_path) keeps the config its "
+                f"weights were trained with; only {', '.join(TRAINING_ONLY_FIELDS)} can change when fine-tuning it. "
+                "Drop the others, or leave out --model_name_or_path to train a new model."
             )
         check_model_type("--model_name_or_path", model_args.model_name_or_path)
         with explained_load_errors("--model_name_or_path", model_args.model_name_or_path):
@@ -105,7 +113,7 @@ def load_model(model_class, model_args: ModelArguments, tokenizer: PreTrainedTok
                 "decoder to translate with. Start from a sequence-to-sequence checkpoint (pretrain.py or "
                 "finetune_translation.py), or from a new model."
             )
-        model = model_class.from_pretrained(model_args.model_name_or_path, **config_kwargs, **kwargs)
+        model = model_class.from_pretrained(model_args.model_name_or_path, **config_kwargs, **overrides, **kwargs)
     else:
         config_source = model_args.config_name
         if config_source:

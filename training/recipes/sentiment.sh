@@ -34,8 +34,9 @@ case $TASK in
           SIZE=(--num_train_epochs 1 --max_source_length 256 --train_sampling_strategy group_by_length) ;;
     *) echo "TASK must be sst2 or imdb, not '$TASK'." >&2; exit 2 ;;
 esac
+# Both fine-tune with dropout 0.1: the checkpoint was pretrained without it (pretrain_reviews.sh), a new model has it.
 case $INIT in
-    pretrained) START=(--model_name_or_path "$PRETRAINED/model") ;;
+    pretrained) START=(--model_name_or_path "$PRETRAINED/model" --config_overrides dropout=0.1) ;;
     scratch) START=(--tokenizer_name "$PRETRAINED/tokenizer" --config_overrides "$MODEL,normalize_before=true,max_position_embeddings=512") ;;
     *) echo "INIT must be pretrained or scratch, not '$INIT'." >&2; exit 2 ;;
 esac
