@@ -22,7 +22,15 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks import speed
 
 CATEGORIES = {
-    "matmul": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm"),
+    # Eager matmuls, the ones a compiled graph calls (oneDNN's linear), and int8 dynamic quantization's.
+    "matmul": (
+        "aten::addmm",
+        "aten::mm",
+        "aten::bmm",
+        "aten::baddbmm",
+        "mkldnn::_linear_pointwise",
+        "quantized::linear_dynamic",
+    ),
     "attention kernel": ("aten::_scaled_dot_product", "aten::_softmax", "aten::_softmax_backward_data"),
     "cache and copies": ("aten::cat", "aten::index_select", "aten::copy_", "aten::clone", "aten::index"),
     "loss": ("aten::_log_softmax", "aten::nll_loss", "aten::logsumexp", "aten::exp", "aten::scatter_add_"),

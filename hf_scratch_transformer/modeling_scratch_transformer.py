@@ -45,7 +45,7 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import logging
+from transformers.utils import ModelOutput, logging
 
 from .configuration_scratch_transformer import ScratchTransformerConfig
 
@@ -92,7 +92,8 @@ class ScratchTransformerAttention(nn.Module):
     Used three ways: encoder self-attention, masked decoder self-attention (`is_causal`), and decoder
     cross-attention over the encoder output (`is_cross_attention`). While generating, the decoder's keys and
     values live in an `EncoderDecoderCache`: self-attention appends one position per step, cross-attention
-    projects the encoder output once and reuses it.
+    projects the encoder output once and reuses it, once per source even when beam search decodes several rows of
+    each (the rows of one source then attend together).
     """
 
     def __init__(
@@ -158,6 +159,14 @@ class ScratchTransformerAttention(nn.Module):
                 if self.is_cross_attention:
                     past_key_values.is_updated[self.layer_idx] = True
 
+        # Beam search and several samples per source run the decoder on k consecutive rows per source, while the
+        # cross-attention keys and values are kept once per source (see `_expand_inputs_for_generation`): the k
+        # rows' queries then attend together, as k times as many query positions of one row.
+        rows_per_source = batch_size // key.shape[0]
+        if rows_per_source > 1:
+            query = query.view(key.shape[0], rows_per_source, self.num_heads, query_length, self.head_dim)
+            query = query.transpose(1, 2).reshape(key.shape[0], self.num_heads, -1, self.head_dim)  # (B, H, k·T, D)
+
         if output_attentions:
             # Fused kernels never materialise the weights, so a request for them runs the written-out formula.
             attention = eager_attention_forward
@@ -175,7 +184,11 @@ class ScratchTransformerAttention(nn.Module):
             dropout=self.dropout if self.training else 0.0,
             scaling=self.scaling,
         )
-        output = output.reshape(batch_size, query_length, -1)  # (B, T, H, D) -> (B, T, E): concatenate the heads
+        # (B, T, H, D) -> (B, T, E): concatenate the heads. Grouped rows: (B, k·T, H, D) -> (B·k, T, E) alike.
+        output = output.reshape(batch_size, query_length, -1)
+        if output_attentions and rows_per_source > 1:
+            weights = weights.unflatten(2, (rows_per_source, query_length)).transpose(1, 2)  # (B, k, H, T, S)
+            weights = weights.reshape(batch_size, self.num_heads, query_length, -1)  # (B·k, H, T, S)
         return self.out_proj(output), (weights if output_attentions else None)
 
 
@@ -806,6 +819,11 @@ class ScratchTransformerDecoder(ScratchTransformerPreTrainedModel):
             check_ids=first_call or self.embed_tokens.weight.device.type == "cpu",
         )
         batch_size, target_length, _ = inputs_embeds.shape
+        if batch_size % encoder_hidden_states.shape[0]:
+            raise ValueError(
+                f"The decoder has {batch_size} rows and the encoder output {encoder_hidden_states.shape[0]}: give "
+                "one decoder row per source, or k consecutive rows per source (as beam search does)."
+            )
         if isinstance(past_length, int):
             check_mask_shape("decoder_attention_mask", attention_mask, (batch_size, past_length + target_length))
         check_mask_shape("attention_mask", encoder_attention_mask, tuple(encoder_hidden_states.shape[:2]))
@@ -1063,7 +1081,22 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
             value = kwargs.get(name, getattr(generation_config, name, None))
             if value is not None and value < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {value} (1 beam is greedy decoding or sampling).")
-        return super().generate(*args, **kwargs)
+        output = super().generate(*args, **kwargs)
+        rows_per_source = max(
+            kwargs.get(name, getattr(generation_config, name, None)) or 1
+            for name in ("num_beams", "num_return_sequences")
+        )
+        if (
+            isinstance(output, ModelOutput)
+            and rows_per_source > 1
+            and self.config._attn_implementation in ("eager", "sdpa")
+        ):
+            # The encoder ran once per source (see `_expand_inputs_for_generation`); what generate() returns of it has
+            # one copy per row, as for every other model.
+            for name in ("encoder_hidden_states", "encoder_attentions"):
+                if getattr(output, name, None) is not None:
+                    output[name] = tuple(states.repeat_interleave(rows_per_source, dim=0) for states in output[name])
+        return output
 
     @staticmethod
     def create_masks_for_generate(attention_mask: torch.Tensor | None = None, **generation_metadata):
@@ -1072,6 +1105,21 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
         included (see `attention_masks`), so that mask is passed on as it is. The batch size, positions and the
         cache that `generate()` passes along, for other models' masks, are not needed."""
         return attention_mask
+
+    def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
+        """Beam search (and `num_return_sequences`) decodes `expand_size` rows per source. `GenerationMixin` copies
+        the encoder output and its mask for every row, and each copy is then projected to cross-attention keys and
+        values in every layer: `expand_size` identical copies. Here the decoder's inputs are expanded and the
+        encoder's are not; the cross-attention of a source's rows reads its one copy (`ScratchTransformerAttention`).
+        Kernels other than eager and SDPA (flash attention) get transformers' masks, built for equal batches: they
+        keep the copies."""
+        if self.config._attn_implementation not in ("eager", "sdpa"):
+            return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
+        once_per_source = {
+            key: model_kwargs.pop(key) for key in ("encoder_outputs", "attention_mask") if key in model_kwargs
+        }
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, False, input_ids, **model_kwargs)
+        return input_ids, {**model_kwargs, **once_per_source}
 
     @staticmethod
     def _reorder_cache(past_key_values: EncoderDecoderCache, beam_idx: torch.Tensor) -> EncoderDecoderCache:

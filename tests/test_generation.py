@@ -4,10 +4,12 @@ Every test builds a tiny random model (see `conftest.tiny_config`) with untied e
 model's outputs depend on its inputs and generated sequences are not one token repeated.
 """
 
+import types
+
 import pytest
 import torch
 from conftest import BOS, EOS, PAD, VOCAB_SIZE, random_batch, tiny_config
-from transformers import AutoModelForSeq2SeqLM
+from transformers import AutoModelForSeq2SeqLM, GenerationMixin
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
@@ -350,6 +352,55 @@ class CallCounter:
             self.shapes.append(tuple(args[0].shape))
 
 
+def copying_the_encoder_output_per_row(model):
+    """The model as transformers' own generate() would run it: the encoder output copied for every beam or sample."""
+    model._expand_inputs_for_generation = types.MethodType(GenerationMixin._expand_inputs_for_generation, model)
+    return model
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_cross_attention_once_per_source_gives_what_copies_per_beam_give(attn_implementation):
+    """Beam search and several samples per source read each source's cross-attention keys and values once: the
+    tokens, beam scores, every step's cross-attention weights and the encoder outputs returned are those of the copies
+    per row that transformers makes (padded sources included); the cache holds one row per source."""
+    input_ids, attention_mask, _ = random_batch(batch_size=3, source_length=9)
+    settings = dict(
+        input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=5, min_new_tokens=5,
+        return_dict_in_generate=True, output_scores=True, output_attentions=True,
+    )  # fmt: skip
+    runs = {}
+    for name, model in [
+        ("shared", make_model(attn_implementation)),
+        ("copied", copying_the_encoder_output_per_row(make_model(attn_implementation))),
+    ]:
+        with torch.no_grad():
+            beams = model.generate(num_beams=3, num_return_sequences=2, **settings)
+            torch.manual_seed(0)
+            samples = model.generate(do_sample=True, num_return_sequences=3, **settings)
+        runs[name] = beams, samples
+    (beams, samples), (reference_beams, reference_samples) = runs["shared"], runs["copied"]
+    assert torch.equal(beams.sequences, reference_beams.sequences)
+    assert len(set(map(tuple, beams.sequences[:, 1:].tolist()))) > 2  # the rows differ: the check can fail
+    assert max_abs_diff(beams.sequences_scores, reference_beams.sequences_scores) < 1e-5
+    for step, reference_step in zip(beams.cross_attentions, reference_beams.cross_attentions, strict=True):
+        assert max_abs_diff(step, reference_step) < 1e-5  # each layer's (3 · 3, H, 1, 9) weights
+    assert max_abs_diff(beams.encoder_attentions, reference_beams.encoder_attentions) == 0
+    assert beams.encoder_attentions[0].shape[0] == 3 * 3
+    assert torch.equal(samples.sequences, reference_samples.sequences)
+    assert max_abs_diff(samples.scores, reference_samples.scores) < 1e-5
+    cross_cache = beams.past_key_values.cross_attention_cache.layers[0].keys
+    reference_cross_cache = reference_beams.past_key_values.cross_attention_cache.layers[0].keys
+    assert cross_cache.shape[0] == 3 and reference_cross_cache.shape[0] == 3 * 3
+
+
+def test_a_decoder_batch_that_is_no_multiple_of_the_sources_is_refused():
+    model = make_model()
+    input_ids, attention_mask, labels = random_batch(batch_size=2)
+    encoder_outputs = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+    with pytest.raises(ValueError, match=r"The decoder has 3 rows and the encoder output 2: give one decoder row"):
+        model(encoder_outputs=encoder_outputs, attention_mask=attention_mask, decoder_input_ids=labels[[0, 1, 1]])
+
+
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_encoder_and_cross_attention_projections_run_once_per_generate(num_beams):
     model = make_model("sdpa")
@@ -380,16 +431,18 @@ def test_encoder_and_cross_attention_projections_run_once_per_generate(num_beams
             assert counters["encoder"].calls == 1, use_cache
             for i in range(len(layers)):
                 if use_cache:
-                    # The encoder output is projected to keys and values at the first step, and reused after.
+                    # The encoder output is projected to keys and values at the first step, and reused after; once
+                    # per source, not once per beam.
                     assert counters[f"cross_k{i}"].calls == 1
                     assert counters[f"cross_v{i}"].calls == 1
-                    assert counters[f"cross_k{i}"].shapes == [(2 * num_beams, 9, 16)]
+                    assert counters[f"cross_k{i}"].shapes == [(2, 9, 16)]
                     # Self-attention projects only the newest token, once per step.
                     assert counters[f"self_k{i}"].calls == new_tokens
                     assert counters[f"self_v{i}"].calls == new_tokens
                     assert all(shape == (2 * num_beams, 1, 16) for shape in counters[f"self_k{i}"].shapes)
                 else:
                     assert counters[f"cross_k{i}"].calls == new_tokens
+                    assert all(shape == (2, 9, 16) for shape in counters[f"cross_k{i}"].shapes)
                     assert counters[f"self_k{i}"].calls == new_tokens
                     # Without a cache the whole prefix is projected again at every step.
                     lengths = [shape[1] for shape in counters[f"self_k{i}"].shapes]
