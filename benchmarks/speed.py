@@ -17,8 +17,9 @@ Generation: `generate()` of exactly `new_tokens` tokens, greedy and beam search;
 The fast paths are variants of a model's name: `ours-sdpa+static` generates with a static (preallocated) cache,
 `ours-sdpa+compile` also compiles: `generate()` compiles its decoding step (static cache, `compile_config`), and
 training runs `torch.compile(model)`, as `Trainer(torch_compile=True)` does. The same suffixes work for Marian and
-BART, so each path is compared with theirs. The first call of each task (the compile warm-up, for a compiled
-variant) is reported apart from the timings:
+BART, so each path is compared with theirs. `+int8` (dynamic int8 quantization of every linear layer, CPU) and
+`+bf16` (bf16 weights) are inference variants: they generate and do not train. The first call of each task (the
+compile warm-up, for a compiled variant) is reported apart from the timings:
 
     python benchmarks/speed.py --models ours-sdpa,ours-sdpa+static,ours-sdpa+compile,marian-sdpa,marian-sdpa+compile
 """
@@ -72,7 +73,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--models",
         default="ours-eager,ours-sdpa,marian-eager,marian-sdpa,bart-eager,bart-sdpa,nn,"
-        "ours-sdpa+static,marian-sdpa+static,ours-sdpa+compile,marian-sdpa+compile,bart-sdpa+compile",
+        "ours-sdpa+static,marian-sdpa+static,ours-sdpa+compile,marian-sdpa+compile,bart-sdpa+compile,"
+        "ours-sdpa+int8,marian-sdpa+int8,bart-sdpa+int8",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long run on a tiny shape (CI)")
@@ -465,6 +467,7 @@ def main() -> None:
         results["models"][name] = entry
     results["ratios"] = ratios(results["models"], list(tokens))
     results["best_against_marian_default"] = best_against_default(results["models"], list(tokens))
+    results["compile_pays_after_tokens"] = compile_payback(results["models"], tokens)
     print_table(results, list(tokens))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
@@ -496,6 +499,26 @@ def ratios(models: dict, tasks: list[str]) -> dict:
             if memories and min(memories) > 0 and "peak_memory_mb" in models[ours]:
                 entry[f"{task}_memory"] = models[ours]["peak_memory_mb"][task] / min(memories)
         result[ours] = entry
+    return result
+
+
+def compile_payback(models: dict, tokens: dict[str, int]) -> dict:
+    """For each compiled variant and task, the tokens after which compiling has paid for itself: the first call's
+    time beyond an ordinary call (the compilation), over the time each token saves against the same model without
+    `+compile` (`ours-sdpa+compile` against `ours-sdpa`). None where the compiled path saves nothing."""
+    result = {}
+    for name, entry in models.items():
+        base = name.replace("+compile", "")
+        if "+compile" not in name or base not in models or "first_call_seconds" not in entry:
+            continue
+        result[name] = {}
+        for task in tokens:
+            if task not in entry or task not in models[base] or task not in entry["first_call_seconds"]:
+                continue
+            fast, slow = entry[task]["median"], models[base][task]["median"]
+            compilation = entry["first_call_seconds"][task] - tokens[task] / fast
+            saved_per_token = 1 / slow - 1 / fast
+            result[name][task] = compilation / saved_per_token if saved_per_token > 0 else None
     return result
 
 
@@ -542,6 +565,9 @@ def print_table(results: dict, tasks: list[str]) -> None:
     for ours, entry in results["ratios"].items():
         label = "same path of Marian/BART" if "+" in ours else "best of Marian/BART"
         print(f"{ours} vs {label}: " + ", ".join(f"{key} {value:.2f}x" for key, value in entry.items()))
+    for name, paybacks in results["compile_pays_after_tokens"].items():
+        described = [f"{task} {'never' if n is None else f'{n:,.0f} tokens'}" for task, n in paybacks.items()]
+        print(f"{name}: compiling pays for itself after " + ", ".join(described))
     for task, (ours, ratio) in results["best_against_marian_default"].items():
         print(f"{task}: our fastest path ({ours}) vs Marian's default generate() (marian-sdpa): {ratio:.2f}x")
 

@@ -120,3 +120,22 @@ def test_precision_bleu_scores_each_precision_against_the_references(tmp_path):
     for precision in ("bf16", "int8"):
         assert 0 <= results[precision]["bleu"] <= 100 + 1e-9 and results[precision]["tokens_per_second"] > 0
     assert "int8" in completed.stdout and "identical" in completed.stdout
+
+
+def test_compile_payback_is_the_compilation_over_the_time_each_token_saves():
+    from benchmarks.speed import compile_payback
+
+    models = {
+        # 1,000 tokens: 1 s eager, 0.5 s compiled; the compiled first call took 10.5 s, 10 s of it compiling.
+        "ours-sdpa": {"greedy": {"median": 1000.0}, "beam4": {"median": 500.0}},
+        "ours-sdpa+compile": {
+            "greedy": {"median": 2000.0},
+            "beam4": {"median": 400.0},  # slower compiled: it never pays
+            "first_call_seconds": {"greedy": 10.5, "beam4": 30.0},
+        },
+    }
+    payback = compile_payback(models, {"greedy": 1000, "beam4": 1000})
+    # Each token saves 1/1000 - 1/2000 s: the 10 s are repaid after 20,000 tokens.
+    assert payback["ours-sdpa+compile"]["greedy"] == pytest.approx(20_000)
+    assert payback["ours-sdpa+compile"]["beam4"] is None
+    assert set(payback) == {"ours-sdpa+compile"}
