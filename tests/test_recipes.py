@@ -6,10 +6,51 @@ import os
 import subprocess
 
 import pytest
+import torch
 from conftest import REPO_ROOT, SHARED_DATA
+from hub_server import HubServer
+from safetensors.torch import load_file
+from test_hub import PUSH_SCRIPT, TOKEN, hub_env, run, run_python
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "multi30k").is_dir(), reason="needs ../shared/data/multi30k")
+
+# A child process (HF_ENDPOINT is read at import) pulls a repo with a loader and saves the weights it got.
+PULL = """
+import json, sys
+import hf_scratch_transformer, peft, transformers  # the package installed: its Auto classes, no remote code
+from safetensors.torch import save_file
+loader = getattr(transformers, sys.argv[2], None) or getattr(peft, sys.argv[2])
+model = loader.from_pretrained(sys.argv[1])
+save_file({name: tensor.clone() for name, tensor in model.state_dict().items()}, sys.argv[3])
+print(json.dumps({"class": type(model).__name__}))
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    server = HubServer(tmp_path_factory.mktemp("hub_storage"), token=TOKEN).start()
+    yield server
+    server.stop()
+
+
+def push_and_pull_back(hub, run_dir, repo_id: str, loader: str, tmp_path) -> str:
+    """Push a recipe's output with training/push_to_hub.py, pull it into a fresh cache with `loader` (an Auto class
+    of transformers or PEFT), and check that every weight came back exactly; the pulled class's name."""
+    home = tmp_path / f"home_{repo_id.replace('/', '_')}"
+    run([PUSH_SCRIPT, run_dir, "--repo_id", repo_id], hub_env(hub, home / "push"))
+    pulled_file = tmp_path / f"{repo_id.replace('/', '_')}.safetensors"
+    report = run_python(PULL, hub_env(hub, home / "pull"), repo_id, loader, pulled_file)
+    local = getattr(__import__("transformers"), loader, None) or getattr(__import__("peft"), loader)
+    pulled = load_file(pulled_file)
+    expected = local.from_pretrained(run_dir).state_dict()
+    assert set(pulled) == set(expected)
+    for name, tensor in expected.items():
+        if ".original_module." in name:
+            continue  # PEFT keeps the base's own head beside the trained one; the base has none, so it is random
+        torch.testing.assert_close(pulled[name], tensor, rtol=0, atol=0)
+    return report["class"]
+
 
 TINY = {
     "MODEL": "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2,"
@@ -23,7 +64,7 @@ TINY = {
 }
 
 
-def test_multi30k_recipe_trains_averages_and_evaluates(tmp_path):
+def test_multi30k_recipe_trains_averages_evaluates_and_pushes(hub, tmp_path):
     out = tmp_path / "multi30k"
     env = {**os.environ, **TINY, "OUT": str(out), "DATA": str(SHARED_DATA), "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
@@ -49,6 +90,10 @@ def test_multi30k_recipe_trains_averages_and_evaluates(tmp_path):
         assert json.loads((out / f"{name}_eval" / "generation_config.json").read_text())["num_beams"] == 5
         assert len((out / f"{name}_eval" / "translation_samples.jsonl").read_text().splitlines()) == 8
 
+    # The averaged model goes to the Hub (the test server) and comes back whole.
+    pulled = push_and_pull_back(hub, out / "averaged", "user/multi30k", "AutoModelForSeq2SeqLM", tmp_path)
+    assert pulled == "ScratchTransformerForConditionalGeneration"
+
 
 TINY_SENTIMENT = {
     "MODEL": TINY["MODEL"],
@@ -61,7 +106,7 @@ TINY_SENTIMENT = {
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "imdb").is_dir(), reason="needs ../shared/data/imdb and sst2")
-def test_sentiment_recipes_pretrain_then_fine_tune_fully_from_scratch_and_with_lora(tmp_path):
+def test_sentiment_recipes_pretrain_then_fine_tune_fully_from_scratch_and_with_lora(hub, tmp_path):
     pretrained = tmp_path / "pretrain"
     env = {**os.environ, **TINY_SENTIMENT, "DATA": str(SHARED_DATA), "PRETRAINED": str(pretrained)}
     completed = subprocess.run(
@@ -100,3 +145,17 @@ def test_sentiment_recipes_pretrain_then_fine_tune_fully_from_scratch_and_with_l
     lora, full = runs["sst2", "pretrained", "lora"], runs["sst2", "pretrained", ""]
     assert lora["trainable_params"] < full["trainable_params"] / 4, (lora, full)
     assert lora["total_params"] > full["total_params"], (lora, full)  # the adapter's weights come on top
+
+    # What the recipes make goes to the Hub (the test server) and comes back whole: the pretrained checkpoint, the
+    # fine-tuned classifier, and the LoRA adapter (its base, the checkpoint, named in adapter_config.json).
+    pushes = [
+        (pretrained / "model", "user/pretrained-reviews", "AutoModelForSeq2SeqLM"),
+        (tmp_path / "sst2_pretrained", "user/sst2", "AutoModelForSequenceClassification"),
+        (tmp_path / "sst2_pretrainedlora", "user/sst2-lora", "AutoPeftModelForSequenceClassification"),
+    ]
+    pulled = [push_and_pull_back(hub, *push, tmp_path) for push in pushes]
+    assert pulled == [
+        "ScratchTransformerForConditionalGeneration",
+        "ScratchTransformerForSequenceClassification",
+        "PeftModelForSequenceClassification",
+    ]
