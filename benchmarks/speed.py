@@ -495,8 +495,10 @@ def ratios(models: dict, tasks: list[str]) -> dict:
             rates = [models[b][task]["median"] for b in baselines if task in models[b]]
             if rates and task in models[ours]:
                 entry[task] = models[ours][task]["median"] / max(rates)
-            memories = [models[b]["peak_memory_mb"][task] for b in baselines if "peak_memory_mb" in models[b]]
-            if memories and min(memories) > 0 and "peak_memory_mb" in models[ours]:
+            memories = [
+                models[b]["peak_memory_mb"][task] for b in baselines if task in models[b].get("peak_memory_mb", {})
+            ]
+            if memories and min(memories) > 0 and task in models[ours].get("peak_memory_mb", {}):
                 entry[f"{task}_memory"] = models[ours]["peak_memory_mb"][task] / min(memories)
         result[ours] = entry
     return result

@@ -54,10 +54,8 @@ def test_speed_benchmark_times_in_fresh_processes(tmp_path):
 
 def test_low_precision_variants_generate_only_and_are_compared_on_the_same_path(tmp_path):
     results_file = tmp_path / "speed.json"
-    completed = run_speed(
-        "--no_memory", "--models", "ours-sdpa,ours-sdpa+int8,ours-sdpa+bf16,marian-sdpa,marian-sdpa+int8",
-        "--json", str(results_file),
-    )  # fmt: skip
+    models = "ours-sdpa,ours-sdpa+int8,ours-sdpa+bf16,marian-sdpa,marian-sdpa+int8"
+    completed = run_speed("--models", models, "--json", str(results_file))
     models = json.loads(results_file.read_text())["models"]
     for name in ("ours-sdpa+int8", "ours-sdpa+bf16", "marian-sdpa+int8"):
         assert "train" not in models[name] and models[name]["greedy"]["median"] > 0, (name, models[name])
@@ -67,6 +65,9 @@ def test_low_precision_variants_generate_only_and_are_compared_on_the_same_path(
         models["ours-sdpa+int8"]["greedy"]["median"] / models["marian-sdpa+int8"]["greedy"]["median"]
     )
     assert "ours-sdpa+bf16" not in results["ratios"]  # no Marian/BART in bf16 in this run: nothing to compare with
+    # Memory of the tasks each variant runs: generation only for int8, so no training memory ratio.
+    assert set(models["ours-sdpa+int8"]["peak_memory_mb"]) == {"greedy", "beam2"}
+    assert "train_memory" not in int8
     # Our fastest variant of each generation task against Marian's default generate().
     for task in ("greedy", "beam2"):
         best, ratio = results["best_against_marian_default"][task]
