@@ -1,5 +1,6 @@
 """Shared fixtures: tiny configurations, in the spirit of transformers' ModelTester (vocab 99, width 16)."""
 
+import importlib
 import json
 import os
 import random
@@ -19,6 +20,15 @@ from hf_scratch_transformer import ScratchTransformerConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+# Under `make test`'s pytest-xdist workers, each worker gets its share of the cores, in this process and in every
+# script a test starts (OMP_NUM_THREADS is inherited). With two OpenMP threads per worker on two cores, a thread
+# waits at each barrier for one the other worker has preempted: the demo's training took 78 s instead of 51 s
+# beside one busy core.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    THREADS_PER_WORKER = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(THREADS_PER_WORKER)
+    torch.set_num_threads(THREADS_PER_WORKER)
 
 PAD, BOS, EOS = 0, 1, 2
 VOCAB_SIZE = 99
@@ -110,6 +120,23 @@ def toy_reviews(count: int, seed: int, neutral_words: tuple[int, int] = (4, 4), 
         rng.shuffle(words)
         rows.append({text_key: " ".join(words), "label": i % 2})
     return rows
+
+
+def run_script(script: str, *arguments) -> None:
+    """training/<script>.py's main() in this process, with `arguments` as its command line. A script started as a
+    process spends 7-10 s importing torch, transformers, datasets and peft before its first step; the tests of what
+    a user sees at the command line (the exit status, a message and no traceback) start one, the others call main()."""
+    module = importlib.import_module(f"training.{script}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", [f"training/{script}.py", *map(str, arguments)])
+        module.main()
+
+
+def script_stops_with(script: str, *arguments) -> str:
+    """The message training/<script>.py's main() stops with (a SystemExit), run in this process."""
+    with pytest.raises(SystemExit) as stop:
+        run_script(script, *arguments)
+    return str(stop.value.code)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:

@@ -48,7 +48,8 @@ def app(hub, tmp_path_factory):
     folder = tmp_path_factory.mktemp("app")
     port = free_port()
     env = hub_env(hub, folder / "home", token=None)
-    env.pop("OMP_NUM_THREADS")  # the runs' training may use both cores
+    # The runs' training may use the cores this process has: all of them, or its share under pytest-xdist.
+    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))
     log_path = folder / "server.log"
     with log_path.open("w") as log:
         server = subprocess.Popen(

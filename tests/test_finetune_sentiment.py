@@ -1,4 +1,5 @@
-"""training/finetune_sentiment.py end to end on a generated toy task, its errors, and real SST-2 when present."""
+"""training/finetune_sentiment.py end to end on a generated toy task, its errors, and real SST-2 when present.
+The runs call the script's main() in this process; one bad run starts it as a command, to see what a user sees."""
 
 import json
 import re
@@ -7,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, SHARED_DATA, toy_reviews, write_jsonl
+from conftest import REPO_ROOT, SHARED_DATA, run_script, script_stops_with, toy_reviews, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 SCRIPT = REPO_ROOT / "training" / "finetune_sentiment.py"
@@ -18,29 +19,20 @@ TINY_MODEL = (
 COMMON = ["--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "no", "--seed", "0"]
 
 
-def run(*arguments, check=True) -> subprocess.CompletedProcess:
-    completed = subprocess.run(
-        [sys.executable, *map(str, arguments)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600
-    )
-    if check:
-        assert completed.returncode == 0, completed.stderr[-4000:]
-    return completed
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sentiment")
     train = write_jsonl(folder / "train.jsonl", toy_reviews(400, seed=0))
     validation = write_jsonl(folder / "validation.jsonl", toy_reviews(100, seed=1))
     tokenizer = folder / "tokenizer"
-    run(REPO_ROOT / "training" / "train_tokenizer.py", "--train_file", train, "--output_dir", tokenizer,
-        "--vocab_size", 400, "--num_sentinel_tokens", 10)  # fmt: skip
+    run_script("train_tokenizer", "--train_file", train, "--output_dir", tokenizer, "--vocab_size", 400,
+               "--num_sentinel_tokens", 10)  # fmt: skip
     return {"folder": folder, "train": train, "validation": validation, "tokenizer": str(tokenizer)}
 
 
 def test_trains_a_new_model_and_saves_a_pipeline_ready_classifier(data, tmp_path):
     output = tmp_path / "run"
-    run(SCRIPT, "--train_file", data["train"], "--validation_file", data["validation"],
+    run_script("finetune_sentiment", "--train_file", data["train"], "--validation_file", data["validation"],
         "--tokenizer_name", data["tokenizer"], "--config_overrides", TINY_MODEL, "--class_names", "negative,positive",
         "--output_dir", output, "--num_train_epochs", 3, "--per_device_train_batch_size", 16,
         "--learning_rate", 3e-3, "--eval_strategy", "epoch", "--logging_steps", 5, *COMMON)  # fmt: skip
@@ -75,7 +67,7 @@ def test_arguments_from_a_json_file_and_the_text_column_of_imdb(data, tmp_path):
         "save_strategy": "no",
     }
     (tmp_path / "args.json").write_text(json.dumps(arguments))
-    run(SCRIPT, tmp_path / "args.json")
+    run_script("finetune_sentiment", tmp_path / "args.json")
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert (state["max_steps"], state["global_step"]) == (3, 3)  # --max_steps from the file took effect
 
@@ -94,26 +86,33 @@ def test_arguments_from_a_json_file_and_the_text_column_of_imdb(data, tmp_path):
             r"Labels \[5\] in the train split are outside the 2 classes",
         ),
         (lambda p: (p.write_text(""), str(p))[1], [], r"Could not read|is empty"),
-        (lambda p: str(p.with_name("missing.jsonl")), [], r"no such file"),
     ],
-    ids=["missing column", "label outside the classes", "empty file", "missing file"],
+    ids=["missing column", "label outside the classes", "empty file"],
 )
 def test_bad_data_gets_a_clear_error(data, tmp_path, make_train, extra, message):
     train = make_train(tmp_path / "train.jsonl")
-    completed = run(SCRIPT, "--train_file", train, "--tokenizer_name", data["tokenizer"],
-                    "--config_overrides", TINY_MODEL, "--output_dir", tmp_path / "run", "--max_steps", 1,
-                    *extra, *COMMON, check=False)  # fmt: skip
+    stopped_with = script_stops_with("finetune_sentiment", "--train_file", train, "--tokenizer_name",
+        data["tokenizer"], "--config_overrides", TINY_MODEL, "--output_dir", tmp_path / "run", "--max_steps", 1,
+        *extra, *COMMON)  # fmt: skip
+    assert re.search(message, stopped_with), stopped_with
+
+
+def test_a_missing_file_ends_the_command_with_a_message_and_no_traceback(data, tmp_path):
+    completed = subprocess.run(
+        [sys.executable, SCRIPT, "--train_file", tmp_path / "missing.jsonl", "--tokenizer_name", data["tokenizer"],
+         "--config_overrides", TINY_MODEL, "--output_dir", tmp_path / "run", "--max_steps", "1", *COMMON],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+    )  # fmt: skip
     assert completed.returncode != 0
     assert "Traceback" not in completed.stderr
-    assert re.search(message, completed.stderr), completed.stderr[-2000:]
+    assert re.search(r"no such file", completed.stderr.strip().splitlines()[-1]), completed.stderr[-2000:]
 
 
 def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused(data, tmp_path):
-    completed = run(SCRIPT, "--train_file", data["train"], "--tokenizer_name", data["tokenizer"],
-                    "--config_overrides", TINY_MODEL + ",vocab_size=100", "--output_dir", tmp_path / "run",
-                    "--max_steps", 1, *COMMON, check=False)  # fmt: skip
-    assert completed.returncode != 0
-    assert "The tokenizer has" in completed.stderr and "vocab_size" in completed.stderr
+    stopped_with = script_stops_with("finetune_sentiment", "--train_file", data["train"], "--tokenizer_name",
+        data["tokenizer"], "--config_overrides", TINY_MODEL + ",vocab_size=100", "--output_dir", tmp_path / "run",
+        "--max_steps", 1, *COMMON)  # fmt: skip
+    assert "The tokenizer has" in stopped_with and "vocab_size" in stopped_with
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "sst2").is_dir(), reason="../shared/data/sst2 is absent")
@@ -122,10 +121,10 @@ def test_real_sst2_slice_learns_above_chance(tmp_path):
     and the model gets 0.63-0.66 of them right (seeds 0 and 1; 0.53 after 40 steps, where it still says
     "positive" to everything)."""
     tokenizer = tmp_path / "tokenizer"
-    run(REPO_ROOT / "training" / "train_tokenizer.py", "--train_file", SHARED_DATA / "sst2" / "train.jsonl",
+    run_script("train_tokenizer", "--train_file", SHARED_DATA / "sst2" / "train.jsonl",
         "--max_train_samples", 3000, "--output_dir", tokenizer, "--vocab_size", 1000,
         "--num_sentinel_tokens", 10)  # fmt: skip
-    run(SCRIPT, "--train_file", SHARED_DATA / "sst2" / "train.jsonl",
+    run_script("finetune_sentiment", "--train_file", SHARED_DATA / "sst2" / "train.jsonl",
         "--validation_file", SHARED_DATA / "sst2" / "validation.jsonl", "--max_train_samples", 5000,
         "--tokenizer_name", tokenizer, "--config_overrides", TINY_MODEL, "--output_dir", tmp_path / "run",
         "--max_steps", 150, "--per_device_train_batch_size", 32, "--learning_rate", 5e-3, *COMMON)  # fmt: skip

@@ -7,19 +7,15 @@ The checkpoint is made by the translation script itself, on toy reviews "transla
 order, once for the module, with a word-level tokenizer of the reviews' words."""
 
 import json
-import os
-import subprocess
-import sys
+import logging
 
 import pytest
 import torch
-from conftest import REPO_ROOT, SHARED_DATA, toy_reviews, word_level_tokenizer, write_jsonl
+from conftest import SHARED_DATA, run_script, script_stops_with, toy_reviews, word_level_tokenizer, write_jsonl
 from peft import AutoPeftModelForSeq2SeqLM, AutoPeftModelForSequenceClassification
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-TRAINING = REPO_ROOT / "training"
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 TINY_MODEL = (
     "d_model=32,encoder_layers=2,decoder_layers=2,encoder_attention_heads=4,decoder_attention_heads=4,"
     "encoder_ffn_dim=64,decoder_ffn_dim=64,normalize_before=true,dropout=0.0,label_smoothing=0.0"
@@ -28,19 +24,6 @@ QUIET = ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true
 TRANSLATION = ["--source_lang", "en", "--target_lang", "de", "--max_target_length", "24"]
 # Per method: a learning rate at which the adapter learns in 30 steps (prompt learning trains a few vectors).
 LEARNING_RATES = {"lora": "1e-2", "prefix": "1e-1", "prompt": "1e-1"}
-
-
-def run(script: str, *arguments, check: bool = True) -> subprocess.CompletedProcess:
-    completed = subprocess.run(
-        [sys.executable, str(TRAINING / script), *map(str, arguments)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=ENV,
-    )
-    if check:
-        assert completed.returncode == 0, completed.stderr[-4000:]
-    return completed
 
 
 def logged_losses(output_dir) -> list[float]:
@@ -76,7 +59,7 @@ def data(tmp_path_factory):
     word_level_tokenizer(sorted(words), append_eos=True).save_pretrained(tokenizer)
 
     base = folder / "base"
-    run("finetune_translation.py", *TRANSLATION, "--train_file", translation["train"],
+    run_script("finetune_translation", *TRANSLATION, "--train_file", translation["train"],
         "--tokenizer_name", tokenizer, "--config_overrides", TINY_MODEL, "--output_dir", base,
         "--max_steps", 200, "--per_device_train_batch_size", 32, "--learning_rate", 1e-2, "--warmup_steps", 10,
         "--num_samples_to_write", 0, *QUIET)  # fmt: skip
@@ -84,14 +67,15 @@ def data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", ["lora", "prefix", "prompt"])
-def test_translation_trains_and_saves_only_an_adapter(method, data, tmp_path):
+def test_translation_trains_and_saves_only_an_adapter(method, data, tmp_path, caplog):
     output = tmp_path / method
-    completed = run("finetune_translation.py", *TRANSLATION, "--model_name_or_path", data["base"], "--peft", method,
+    caplog.set_level(logging.INFO)
+    run_script("finetune_translation", *TRANSLATION, "--model_name_or_path", data["base"], "--peft", method,
         "--train_file", data["translation"]["train"], "--validation_file", data["translation"]["validation"],
         "--output_dir", output, "--max_steps", 30, "--per_device_train_batch_size", 32,
         "--learning_rate", LEARNING_RATES[method], "--logging_steps", 5, "--num_virtual_tokens", 4,
         "--predict_with_generate", "--num_beams", 2, "--num_samples_to_write", 4, *QUIET)  # fmt: skip
-    assert f"PEFT {method}:" in completed.stderr and "trainable parameters of" in completed.stderr
+    assert f"PEFT {method}:" in caplog.text and "trainable parameters of" in caplog.text
 
     saved = {path.name for path in output.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "all_results.json"} <= saved
@@ -130,7 +114,7 @@ def test_translation_trains_and_saves_only_an_adapter(method, data, tmp_path):
 )
 def test_sentiment_trains_an_adapter_and_the_head(method, flags, min_accuracy, data, tmp_path):
     output = tmp_path / method
-    run("finetune_sentiment.py", "--model_name_or_path", data["base"], "--peft", method, *flags,
+    run_script("finetune_sentiment", "--model_name_or_path", data["base"], "--peft", method, *flags,
         "--train_file", data["reviews"]["train"], "--validation_file", data["reviews"]["validation"],
         "--output_dir", output, "--max_steps", 60, "--per_device_train_batch_size", 16, *QUIET)  # fmt: skip
     assert not (output / "model.safetensors").exists()
@@ -153,64 +137,61 @@ def test_sentiment_trains_an_adapter_and_the_head(method, flags, min_accuracy, d
     ("script", "flags", "message"),
     [
         (
-            "finetune_translation.py",
+            "finetune_translation",
             ["--peft", "lora", "--lora_target_modules", "q_proj,qkv"],
             r"--lora_target_modules 'qkv' matches no linear layer of the model. Its linear layers are "
             r"['fc1', 'fc2', 'k_proj', 'lm_head', 'out_proj', 'q_proj', 'v_proj']",
         ),
         (
-            "finetune_translation.py",
+            "finetune_translation",
             ["--peft", "prefix", "--gradient_checkpointing"],
             "--peft prefix does not work with --gradient_checkpointing",
         ),
-        ("finetune_sentiment.py", ["--peft", "prefix"], "Use --peft lora or --peft prompt."),
+        ("finetune_sentiment", ["--peft", "prefix"], "Use --peft lora or --peft prompt."),
     ],
 )
 def test_bad_peft_flags_stop_with_a_clear_message(script, flags, message, data, tmp_path):
     task = (
         [*TRANSLATION, "--train_file", data["translation"]["train"]]
-        if script == "finetune_translation.py"
+        if script == "finetune_translation"
         else ["--train_file", data["reviews"]["train"]]
     )
-    completed = run(script, "--model_name_or_path", data["base"], *task, *flags,
-                    "--output_dir", tmp_path / "run", "--max_steps", 1, *QUIET, check=False)  # fmt: skip
-    assert completed.returncode != 0
-    assert message in completed.stderr, completed.stderr[-3000:]
-    assert "Traceback" not in completed.stderr
+    stopped_with = script_stops_with(script, "--model_name_or_path", data["base"], *task, *flags,
+                                     "--output_dir", tmp_path / "run", "--max_steps", 1, *QUIET)  # fmt: skip
+    assert message in stopped_with, stopped_with
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
 def test_peft_without_a_checkpoint_is_refused(data, tmp_path):
-    completed = run("finetune_translation.py", *TRANSLATION, "--train_file", data["translation"]["train"],
-        "--tokenizer_name", data["tokenizer"], "--config_overrides", TINY_MODEL, "--peft", "lora",
-        "--output_dir", tmp_path / "run", "--max_steps", 1, *QUIET, check=False)  # fmt: skip
-    assert completed.returncode != 0
-    assert "pass --model_name_or_path" in completed.stderr and "Traceback" not in completed.stderr
+    stopped_with = script_stops_with("finetune_translation", *TRANSLATION,
+        "--train_file", data["translation"]["train"], "--tokenizer_name", data["tokenizer"],
+        "--config_overrides", TINY_MODEL, "--peft", "lora", "--output_dir", tmp_path / "run", "--max_steps", 1,
+        *QUIET)  # fmt: skip
+    assert "pass --model_name_or_path" in stopped_with, stopped_with
 
 
 def test_an_adapter_for_another_base_is_refused_with_the_mismatch(data, tmp_path):
     adapter = tmp_path / "adapter"
-    run("finetune_translation.py", *TRANSLATION, "--model_name_or_path", data["base"], "--peft", "lora",
+    run_script("finetune_translation", *TRANSLATION, "--model_name_or_path", data["base"], "--peft", "lora",
         "--train_file", data["translation"]["train"], "--output_dir", adapter, "--max_steps", 1, *QUIET)  # fmt: skip
     other_base = tmp_path / "other_base"
-    run("finetune_translation.py", *TRANSLATION, "--train_file", data["translation"]["train"],
+    run_script("finetune_translation", *TRANSLATION, "--train_file", data["translation"]["train"],
         "--tokenizer_name", data["tokenizer"], "--config_overrides", TINY_MODEL.replace("d_model=32", "d_model=48"),
         "--output_dir", other_base, "--max_steps", 1, *QUIET)  # fmt: skip
 
-    completed = run("finetune_translation.py", *TRANSLATION, "--model_name_or_path", other_base,
+    stopped_with = script_stops_with("finetune_translation", *TRANSLATION, "--model_name_or_path", other_base,
         "--peft", "lora", "--adapter_name_or_path", adapter, "--train_file", data["translation"]["train"],
-        "--output_dir", tmp_path / "continued", "--max_steps", 1, *QUIET, check=False)  # fmt: skip
-    assert completed.returncode != 0 and "Traceback" not in completed.stderr
-    assert f"The adapter {adapter} was trained for another base model (it names '{data['base']}')" in completed.stderr
-    assert "lora_A.weight: (8, 32) in the adapter, (8, 48) for this base" in completed.stderr
+        "--output_dir", tmp_path / "continued", "--max_steps", 1, *QUIET)  # fmt: skip
+    assert f"The adapter {adapter} was trained for another base model (it names '{data['base']}')" in stopped_with
+    assert "lora_A.weight: (8, 32) in the adapter, (8, 48) for this base" in stopped_with
 
 
 def test_an_adapter_continues_training_on_its_own_base(data, tmp_path):
     adapter, continued = tmp_path / "adapter", tmp_path / "continued"
     common = [*TRANSLATION, "--model_name_or_path", data["base"], "--peft", "lora",
               "--train_file", data["translation"]["train"], "--max_steps", 3, *QUIET]  # fmt: skip
-    run("finetune_translation.py", *common, "--output_dir", adapter)
-    run("finetune_translation.py", *common, "--adapter_name_or_path", adapter, "--output_dir", continued)
+    run_script("finetune_translation", *common, "--output_dir", adapter)
+    run_script("finetune_translation", *common, "--adapter_name_or_path", adapter, "--output_dir", continued)
     before, after = (
         load_file(adapter / "adapter_model.safetensors"),
         load_file(continued / "adapter_model.safetensors"),
@@ -232,14 +213,14 @@ def test_lora_on_sst2_from_a_pretrained_checkpoint(tmp_path):
     corpus = tmp_path / "corpus.txt"
     with open(SHARED_DATA / "pretrain" / "corpus.txt", encoding="utf-8") as source:
         corpus.write_text("".join(line for _, line in zip(range(3000), source, strict=False)))
-    run("train_tokenizer.py", "--train_file", corpus, "--output_dir", tmp_path / "tokenizer", "--vocab_size", 2000,
+    run_script("train_tokenizer", "--train_file", corpus, "--output_dir", tmp_path / "tokenizer", "--vocab_size", 2000,
         "--num_sentinel_tokens", 20)  # fmt: skip
     pretrained = tmp_path / "pretrain"
-    run("pretrain.py", "--train_file", corpus, "--tokenizer_name", tmp_path / "tokenizer",
+    run_script("pretrain", "--train_file", corpus, "--tokenizer_name", tmp_path / "tokenizer",
         "--config_overrides", TINY_MODEL, "--output_dir", pretrained, "--max_seq_length", 32, "--max_steps", 40,
         "--per_device_train_batch_size", 32, "--learning_rate", 3e-3, *QUIET)  # fmt: skip
     output = tmp_path / "sst2_lora"
-    run("finetune_sentiment.py", "--model_name_or_path", pretrained, "--peft", "lora",
+    run_script("finetune_sentiment", "--model_name_or_path", pretrained, "--peft", "lora",
         "--train_file", SHARED_DATA / "sst2" / "train.jsonl",
         "--validation_file", SHARED_DATA / "sst2" / "validation.jsonl",
         "--max_train_samples", 2000, "--max_eval_samples", 200, "--output_dir", output, "--max_steps", 30,
