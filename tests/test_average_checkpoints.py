@@ -1,5 +1,7 @@
-"""training/average_checkpoints.py: the mean of a run's last checkpoints is a model the Auto classes load."""
+"""training/average_checkpoints.py: the mean of a run's last checkpoints is a model the Auto classes load. The runs
+call its main() in this process; one bad request starts it as a command, to see what a user sees."""
 
+import logging
 import re
 import subprocess
 import sys
@@ -7,16 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import run_script, script_stops_with, tiny_config
 from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
 
 SCRIPT = Path(__file__).resolve().parents[1] / "training" / "average_checkpoints.py"
-
-
-def run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +38,19 @@ def weights(path) -> dict[str, torch.Tensor]:
 
 
 def test_average_of_identical_checkpoints_is_that_checkpoint(run_dir, tmp_path):
-    result = run_script(
-        "--checkpoints", f"{run_dir / 'checkpoint-1'},{run_dir / 'checkpoint-2'}", "--output_dir", str(tmp_path)
+    run_script(
+        "average_checkpoints",
+        *["--checkpoints", f"{run_dir / 'checkpoint-1'},{run_dir / 'checkpoint-2'}", "--output_dir", tmp_path],
     )
-    assert result.returncode == 0, result.stderr
     averaged, original = weights(tmp_path), weights(run_dir / "checkpoint-1")
     assert averaged.keys() == original.keys()
     assert all(torch.equal(averaged[name], original[name]) for name in original)
 
 
-def test_last_checkpoints_by_step_are_averaged_and_load_with_the_auto_classes(run_dir, tmp_path):
-    result = run_script("--run_dir", str(run_dir), "--last", "2", "--output_dir", str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    assert (
-        "checkpoint-2" in result.stderr and "checkpoint-10" in result.stderr and "checkpoint-1'" not in result.stderr
-    )
+def test_last_checkpoints_by_step_are_averaged_and_load_with_the_auto_classes(run_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    run_script("average_checkpoints", "--run_dir", run_dir, "--last", 2, "--output_dir", tmp_path)
+    assert "checkpoint-2" in caplog.text and "checkpoint-10" in caplog.text and "checkpoint-1'" not in caplog.text
 
     two, ten = weights(run_dir / "checkpoint-2"), weights(run_dir / "checkpoint-10")
     model, info = AutoModelForSeq2SeqLM.from_pretrained(tmp_path, output_loading_info=True)
@@ -79,9 +75,19 @@ def test_last_checkpoints_by_step_are_averaged_and_load_with_the_auto_classes(ru
         (["--last", "0"], r"--last must be at least 1"),
     ],
 )
-def test_bad_requests_end_in_one_line(run_dir, tmp_path, args, message):
-    result = run_script("--run_dir", str(run_dir), *args, "--output_dir", str(tmp_path / "out"))
+def test_bad_requests_are_refused_with_what_to_change(run_dir, tmp_path, args, message):
+    stopped_with = script_stops_with(
+        "average_checkpoints", "--run_dir", run_dir, *args, "--output_dir", tmp_path / "out"
+    )
+    assert re.search(message, stopped_with), stopped_with
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_request_ends_the_command_in_one_line(run_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--run_dir", str(run_dir), "--last", "0", "--output_dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert re.search(message, result.stderr.strip().splitlines()[-1]), result.stderr
-    assert not (tmp_path / "out").exists()
+    assert result.stderr.strip().splitlines()[-1] == "--last must be at least 1, got 0.", result.stderr

@@ -1,8 +1,10 @@
 """The speed benchmark runs (on a tiny shape: CI shows it works; the real numbers are in benchmarks/RESULTS.md)."""
 
 import json
+import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from conftest import REPO_ROOT
@@ -17,13 +19,23 @@ def run_speed(*flags: str) -> subprocess.CompletedProcess:
     return completed
 
 
-def test_speed_benchmark_runs_on_a_tiny_shape(tmp_path):
-    results_file, plot = tmp_path / "speed.json", tmp_path / "speed.svg"
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One run of the default timing path with a row of each kind (the baselines, nn.Transformer, the int8 and bf16
+    variants): every model measures its memory in fresh processes, so one run for the module saves a minute."""
+    folder = tmp_path_factory.mktemp("speed")
+    models = "ours-sdpa,ours-sdpa+int8,ours-sdpa+bf16,marian-sdpa,marian-sdpa+int8,bart-sdpa,nn"
     completed = run_speed(
-        "--models", "ours-sdpa,marian-sdpa,bart-sdpa,nn", "--json", str(results_file), "--plot", str(plot)
+        "--models", models, "--json", str(folder / "speed.json"), "--plot", str(folder / "speed.svg")
     )
-    assert "vs best of Marian/BART" in completed.stdout
-    results = json.loads(results_file.read_text())
+    return SimpleNamespace(
+        stdout=completed.stdout, results=json.loads((folder / "speed.json").read_text()), plot=folder / "speed.svg"
+    )
+
+
+def test_speed_benchmark_runs_on_a_tiny_shape(tiny_run):
+    assert "vs best of Marian/BART" in tiny_run.stdout
+    results, plot = tiny_run.results, tiny_run.plot
     for name in ("ours-sdpa", "marian-sdpa", "bart-sdpa"):
         entry = results["models"][name]
         assert entry["train"]["median"] > 0 and entry["greedy"]["median"] > 0 and entry["beam2"]["median"] > 0
@@ -52,14 +64,11 @@ def test_speed_benchmark_times_in_fresh_processes(tmp_path):
         assert results["ratios"]["ours-sdpa"][task] == pytest.approx(ours["median"] / marian["median"])
 
 
-def test_low_precision_variants_generate_only_and_are_compared_on_the_same_path(tmp_path):
-    results_file = tmp_path / "speed.json"
-    models = "ours-sdpa,ours-sdpa+int8,ours-sdpa+bf16,marian-sdpa,marian-sdpa+int8"
-    completed = run_speed("--models", models, "--json", str(results_file))
-    models = json.loads(results_file.read_text())["models"]
+def test_low_precision_variants_generate_only_and_are_compared_on_the_same_path(tiny_run):
+    results = tiny_run.results
+    models = results["models"]
     for name in ("ours-sdpa+int8", "ours-sdpa+bf16", "marian-sdpa+int8"):
         assert "train" not in models[name] and models[name]["greedy"]["median"] > 0, (name, models[name])
-    results = json.loads(results_file.read_text())
     int8 = results["ratios"]["ours-sdpa+int8"]
     assert int8["greedy"] == pytest.approx(
         models["ours-sdpa+int8"]["greedy"]["median"] / models["marian-sdpa+int8"]["greedy"]["median"]
@@ -74,14 +83,15 @@ def test_low_precision_variants_generate_only_and_are_compared_on_the_same_path(
         rates = {name: entry[task]["median"] for name, entry in models.items() if name.startswith("ours")}
         assert best == max(rates, key=rates.get)
         assert ratio == pytest.approx(rates[best] / models["marian-sdpa"][task]["median"])
-    assert "our fastest path" in completed.stdout
+    assert "our fastest path" in tiny_run.stdout
 
 
-def test_an_unknown_fast_path_is_named():
-    command = [sys.executable, SPEED, "--tiny", "--no_memory", "--models", "ours-sdpa+fp8"]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert completed.returncode != 0
-    assert "unknown fast path ['fp8'] in 'ours-sdpa+fp8': use +static, +compile, +bf16, +int8" in completed.stderr
+def test_an_unknown_fast_path_is_named(monkeypatch):
+    from benchmarks import speed
+
+    monkeypatch.setattr(sys, "argv", [SPEED, "--tiny", "--no_memory", "--models", "ours-sdpa+fp8"])
+    with pytest.raises(ValueError, match=re.escape("unknown fast path ['fp8'] in 'ours-sdpa+fp8': use +static, +")):
+        speed.main()
 
 
 def test_precision_bleu_scores_each_precision_against_the_references(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
 from accelerate.commands.launch import launch_command_parser
-from conftest import REPO_ROOT, toy_reviews, write_jsonl
+from conftest import REPO_ROOT, run_script, toy_reviews, write_jsonl
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
@@ -73,10 +73,8 @@ def test_the_configs_say_what_they_are_for():
 
 
 def train_tokenizer(folder: Path) -> None:
-    run(
-        [sys.executable, REPO_ROOT / "training" / "train_tokenizer.py", "--train_file", folder / "train.jsonl",
-         "--output_dir", folder / "tokenizer", "--vocab_size", "400", "--num_sentinel_tokens", "10"]
-    )  # fmt: skip
+    run_script("train_tokenizer", "--train_file", folder / "train.jsonl", "--output_dir", folder / "tokenizer",
+               "--vocab_size", 400, "--num_sentinel_tokens", 10)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
