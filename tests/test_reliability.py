@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, random_batch, tiny_config, toy_reviews, write_jsonl
+from conftest import REPO_ROOT, random_batch, run_script, tiny_config, toy_reviews, write_jsonl
 from safetensors.torch import load_file
 from transformers import Seq2SeqTrainingArguments, Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
-from training import atomic_checkpoints, finetune_sentiment
+from training import atomic_checkpoints
 from training.atomic_checkpoints import STAGING_DIR_NAME, AtomicSeq2SeqTrainer, AtomicTrainer, publish_checkpoint
 
 TRAINING = REPO_ROOT / "training"
@@ -169,11 +169,8 @@ def sentiment(tmp_path_factory):
     """64 one-word-sentiment sentences and a 400-token tokenizer trained on them."""
     folder = tmp_path_factory.mktemp("reliability")
     write_jsonl(folder / "train.jsonl", toy_reviews(64, seed=0))
-    subprocess.run(
-        [sys.executable, TRAINING / "train_tokenizer.py", "--train_file", folder / "train.jsonl", "--output_dir",
-         folder / "tokenizer", "--vocab_size", "400", "--num_sentinel_tokens", "10"],
-        check=True, capture_output=True, cwd=REPO_ROOT,
-    )  # fmt: skip
+    run_script("train_tokenizer", "--train_file", folder / "train.jsonl", "--output_dir", folder / "tokenizer",
+               "--vocab_size", 400, "--num_sentinel_tokens", 10)  # fmt: skip
     return folder
 
 
@@ -185,13 +182,6 @@ def script_arguments(sentiment: Path, output_dir: Path, *extra, steps: int = 30,
         "--max_steps", steps, "--save_steps", save_steps, "--seed", 0, "--use_cpu", "--report_to", "none",
         "--disable_tqdm", "true", *extra,
     ]  # fmt: skip
-
-
-def run_script(*arguments) -> None:
-    completed = subprocess.run(
-        [sys.executable, SCRIPT, *map(str, arguments)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
 
 
 def start_script(log: Path, *arguments, program: tuple = (SCRIPT,)) -> subprocess.Popen:
@@ -208,7 +198,7 @@ def wait_until_killed(process: subprocess.Popen, log: Path) -> None:
 @pytest.fixture(scope="module")
 def uninterrupted(sentiment, tmp_path_factory) -> Path:
     output_dir = tmp_path_factory.mktemp("uninterrupted")
-    run_script(*script_arguments(sentiment, output_dir, "--overwrite_output_dir"))
+    run_script("finetune_sentiment", *script_arguments(sentiment, output_dir, "--overwrite_output_dir"))
     assert checkpoints(output_dir) == [f"checkpoint-{step}" for step in range(5, 31, 5)]
     return output_dir
 
@@ -230,7 +220,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_weights_of_an_uninterrup
     for name in checkpoints(output_dir):  # whatever it was doing when killed, every checkpoint-N is whole
         assert_complete(output_dir / name)
 
-    run_script(*script_arguments(sentiment, output_dir, "--resume_from_checkpoint", "true"))
+    run_script("finetune_sentiment", *script_arguments(sentiment, output_dir, "--resume_from_checkpoint", "true"))
     assert max_weight_difference(output_dir, uninterrupted) <= 1e-6
     assert not (output_dir / STAGING_DIR_NAME).exists()
 
@@ -263,7 +253,8 @@ def test_a_run_killed_inside_a_save_leaves_no_partial_checkpoint_and_resumes(sen
     staged = output_dir / STAGING_DIR_NAME / "checkpoint-10"
     assert (staged / "model.safetensors").is_file() and not (staged / "optimizer.pt").exists()
 
-    run_script(*script_arguments(sentiment, output_dir, "--resume_from_checkpoint", "true"))  # from checkpoint-5
+    # From checkpoint-5:
+    run_script("finetune_sentiment", *script_arguments(sentiment, output_dir, "--resume_from_checkpoint", "true"))
     assert max_weight_difference(output_dir, uninterrupted) <= 1e-6
     assert not (output_dir / STAGING_DIR_NAME).exists()
     assert checkpoints(output_dir) == [f"checkpoint-{step}" for step in range(5, 31, 5)]
@@ -271,36 +262,31 @@ def test_a_run_killed_inside_a_save_leaves_no_partial_checkpoint_and_resumes(sen
         assert_complete(output_dir / name)
 
 
-# ---- --output_dir checks, through the script's main() in this process ----
-
-
-def run_main(monkeypatch, *arguments) -> None:
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *map(str, arguments)])
-    finetune_sentiment.main()
+# ---- --output_dir checks ----
 
 
 def short_run(sentiment: Path, output_dir: Path, steps: int, *extra) -> list:
     return script_arguments(sentiment, output_dir, *extra, steps=steps, save_steps=steps)
 
 
-def test_a_second_run_into_a_used_output_dir_is_refused_unless_overwritten(sentiment, tmp_path, monkeypatch):
+def test_a_second_run_into_a_used_output_dir_is_refused_unless_overwritten(sentiment, tmp_path):
     output_dir = tmp_path / "run"
-    run_main(monkeypatch, *short_run(sentiment, output_dir, 2))
+    run_script("finetune_sentiment", *short_run(sentiment, output_dir, 2))
     with pytest.raises(SystemExit, match="already holds a run") as refused:
-        run_main(monkeypatch, *short_run(sentiment, output_dir, 1))
+        run_script("finetune_sentiment", *short_run(sentiment, output_dir, 1))
     assert "--overwrite_output_dir" in str(refused.value) and "--resume_from_checkpoint" in str(refused.value)
 
-    run_main(monkeypatch, *short_run(sentiment, output_dir, 1, "--overwrite_output_dir"))
+    run_script("finetune_sentiment", *short_run(sentiment, output_dir, 1, "--overwrite_output_dir"))
     assert (output_dir / "checkpoint-1").is_dir()
     assert json.loads((output_dir / "checkpoint-1" / "trainer_state.json").read_text())["max_steps"] == 1
 
 
 @pytest.mark.parametrize("content", ["nothing", "a killed save only"])
-def test_resuming_from_a_dir_without_a_complete_checkpoint_is_a_clear_error(sentiment, tmp_path, monkeypatch, content):
+def test_resuming_from_a_dir_without_a_complete_checkpoint_is_a_clear_error(sentiment, tmp_path, content):
     output_dir = tmp_path / "run"
     output_dir.mkdir()
     if content == "a killed save only":
         (output_dir / STAGING_DIR_NAME / "checkpoint-5").mkdir(parents=True)
     with pytest.raises(SystemExit, match="holds no checkpoint-\\* folder to resume"):
-        run_main(monkeypatch, *short_run(sentiment, output_dir, 2, "--resume_from_checkpoint", "true"))
+        run_script("finetune_sentiment", *short_run(sentiment, output_dir, 2, "--resume_from_checkpoint", "true"))
     assert not list(output_dir.glob("checkpoint-*"))
