@@ -16,6 +16,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, SHARED_DATA, run_script, script_stops_with, tiny_config
@@ -213,6 +214,20 @@ def test_fine_tune_checkpoint_from_json_args_with_paper_schedule(new_model_run, 
     assert max(rates, key=lambda pair: pair[1])[0] == 3
     assert math.isfinite(read_json(output_dir / "all_results.json")["eval_bleu"])
     assert len((output_dir / ft.SAMPLES_FILE).read_text().splitlines()) == 2
+
+
+def test_generated_length_counts_up_to_the_first_eos_whatever_fills_the_rest():
+    """Beam search fills a finished row with </s> when the pad id is 0 (as our tokenizers have it), greedy search
+    with padding: the length is the same either way, and a row that never ended counts every token."""
+    predictions = np.array(
+        [
+            [1, 5, 6, 2, 2, 2],  # beam search: </s> after </s>
+            [1, 5, 6, 2, 0, 0],  # greedy search: padding after </s>
+            [1, 5, 6, 7, 8, 9],  # cut at the maximum length
+            [1, 5, 0, 0, 0, 0],  # no </s>, padded (the -100 of Trainer's gathering, decoded as padding)
+        ]
+    )
+    assert ft.generated_lengths(predictions, eos_token_id=2, pad_token_id=0).tolist() == [3, 3, 5, 1]
 
 
 # ---------------------------------------------------------------------------------------------------------------
