@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import EOS, VOCAB_SIZE, random_batch, tiny_config, word_level_tokenizer, write_jsonl
+from conftest import EOS, VOCAB_SIZE, random_batch, script_stops_with, tiny_config, word_level_tokenizer, write_jsonl
 from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
 from hf_scratch_transformer import (
@@ -171,15 +171,6 @@ def files(tmp_path_factory):
     return folder
 
 
-def run_main(monkeypatch, script: str, *flags) -> str:
-    """Run a script's main() with these flags; return the one line it stopped with (SystemExit)."""
-    module = importlib.import_module(f"training.{script}")
-    monkeypatch.setattr(sys, "argv", [f"{script}.py", *map(str, flags)])
-    with pytest.raises(SystemExit) as stop:
-        module.main()
-    return str(stop.value.code)
-
-
 @pytest.mark.parametrize(
     "train_file, message",
     [
@@ -187,9 +178,8 @@ def run_main(monkeypatch, script: str, *flags) -> str:
         ("fraction.jsonl", r"holds \[0\.5\], which are not class ids.*Round or map"),
     ],
 )
-def test_labels_that_are_not_two_or_more_classes_are_refused(monkeypatch, files, tmp_path, train_file, message):
-    code = run_main(
-        monkeypatch, "finetune_sentiment", "--train_file", files / train_file, "--tokenizer_name",
+def test_labels_that_are_not_two_or_more_classes_are_refused(files, tmp_path, train_file, message):
+    code = script_stops_with("finetune_sentiment", "--train_file", files / train_file, "--tokenizer_name",
         files / "tokenizer", "--output_dir", tmp_path / "run", *COMMON_FLAGS,
     )  # fmt: skip
     assert re.search(message, code), code
@@ -204,19 +194,17 @@ def test_labels_that_are_not_two_or_more_classes_are_refused(monkeypatch, files,
         ("encoder_attention_heads=3", r"--config_overrides: .*divisible by `encoder_attention_heads`"),
     ],
 )
-def test_config_overrides_that_do_not_make_a_config_are_refused(monkeypatch, files, tmp_path, overrides, message):
-    code = run_main(
-        monkeypatch, "finetune_sentiment", "--train_file", files / "reviews.jsonl", "--tokenizer_name",
+def test_config_overrides_that_do_not_make_a_config_are_refused(files, tmp_path, overrides, message):
+    code = script_stops_with("finetune_sentiment", "--train_file", files / "reviews.jsonl", "--tokenizer_name",
         files / "tokenizer", "--config_overrides", overrides, "--output_dir", tmp_path / "run", *COMMON_FLAGS,
     )  # fmt: skip
     assert re.search(message, code), code
 
 
-def test_config_overrides_that_shape_weights_are_refused_on_a_checkpoint(monkeypatch, files, tmp_path):
+def test_config_overrides_that_shape_weights_are_refused_on_a_checkpoint(files, tmp_path):
     """A checkpoint keeps the config its weights were trained with (as transformers' own examples refuse)."""
     ScratchTransformerForSequenceClassification(tiny_config(num_labels=2)).save_pretrained(tmp_path / "model")
-    code = run_main(
-        monkeypatch, "finetune_sentiment", "--train_file", files / "reviews.jsonl", "--model_name_or_path",
+    code = script_stops_with("finetune_sentiment", "--train_file", files / "reviews.jsonl", "--model_name_or_path",
         tmp_path / "model", "--tokenizer_name", files / "tokenizer", "--config_overrides", "dropout=0.2,d_model=64",
         "--output_dir", tmp_path / "run", *COMMON_FLAGS,
     )  # fmt: skip
@@ -253,10 +241,9 @@ def test_a_checkpoint_is_fine_tuned_with_the_dropout_asked_for(files, tmp_path):
         (["--target_lang", "de", "--lr_scheduler_type", "sometimes"], r"invalid choice: 'sometimes'"),
     ],
 )
-def test_flag_mistakes_end_in_one_argument_parser_line(monkeypatch, capsys, files, tmp_path, flags, message):
+def test_flag_mistakes_end_in_one_argument_parser_line(capsys, files, tmp_path, flags, message):
     """Caught by the argument parser before any data is read: exit code 2 and one error line, as argparse does."""
-    code = run_main(
-        monkeypatch, "finetune_translation", "--source_lang", "en", "--train_file", files / "pairs.jsonl",
+    code = script_stops_with("finetune_translation", "--source_lang", "en", "--train_file", files / "pairs.jsonl",
         "--tokenizer_name", files / "tokenizer", "--output_dir", tmp_path / "run", *flags, *COMMON_FLAGS,
     )  # fmt: skip
     assert code == "2"
@@ -264,27 +251,26 @@ def test_flag_mistakes_end_in_one_argument_parser_line(monkeypatch, capsys, file
     assert "error:" in last_line and re.search(message, last_line), last_line
 
 
-def test_push_of_a_checkpoint_in_progress_is_refused(monkeypatch, tmp_path):
+def test_push_of_a_checkpoint_in_progress_is_refused(tmp_path):
     checkpoint = tmp_path / "run" / "checkpoint-2"
     ScratchTransformerForConditionalGeneration(tiny_config()).save_pretrained(checkpoint)
-    code = run_main(monkeypatch, "push_to_hub", checkpoint, "--repo_id", "user/model")
+    code = script_stops_with("push_to_hub", checkpoint, "--repo_id", "user/model")
     assert re.search(r"is a checkpoint of a run in progress.*Push the run's --output_dir", code), code
 
 
-def test_a_tokenizer_folder_that_does_not_exist_is_named(monkeypatch, files, tmp_path):
+def test_a_tokenizer_folder_that_does_not_exist_is_named(files, tmp_path):
     missing = tmp_path / "runs" / "tokenizer"  # a path, which no Hub id can be
-    code = run_main(
-        monkeypatch, "finetune_sentiment", "--train_file", files / "reviews.jsonl", "--tokenizer_name", missing,
+    code = script_stops_with(
+        "finetune_sentiment", "--train_file", files / "reviews.jsonl", "--tokenizer_name", missing,
         "--output_dir", tmp_path / "run", *COMMON_FLAGS,
     )  # fmt: skip
     assert code == f"--tokenizer_name {missing}: there is no such folder. Give a folder that a training script saved."
 
 
-def test_a_classifier_checkpoint_cannot_start_a_translation_run(monkeypatch, files, tmp_path):
+def test_a_classifier_checkpoint_cannot_start_a_translation_run(files, tmp_path):
     """The classifier keeps the encoder alone: the cause to name is the missing decoder, not a count of layers."""
     ScratchTransformerForSequenceClassification(tiny_config(num_labels=2)).save_pretrained(tmp_path / "classifier")
-    code = run_main(
-        monkeypatch, "finetune_translation", "--source_lang", "en", "--target_lang", "de", "--train_file",
+    code = script_stops_with("finetune_translation", "--source_lang", "en", "--target_lang", "de", "--train_file",
         files / "pairs.jsonl", "--model_name_or_path", tmp_path / "classifier", "--tokenizer_name",
         files / "tokenizer", "--output_dir", tmp_path / "run", *COMMON_FLAGS,
     )  # fmt: skip
@@ -295,15 +281,14 @@ def test_a_classifier_checkpoint_cannot_start_a_translation_run(monkeypatch, fil
     "script, name, flags",
     [("finetune_sentiment", "latin1.jsonl", []), ("pretrain", "latin1.txt", ["--objective", "text_infilling"])],
 )
-def test_a_file_not_in_utf8_is_named_with_its_line_and_the_fix(monkeypatch, tmp_path, files, script, name, flags):
+def test_a_file_not_in_utf8_is_named_with_its_line_and_the_fix(tmp_path, files, script, name, flags):
     """JSON Lines and text saved as Latin-1 load without complaint and fail at the first row read: refuse them
     before, with the line (here the second) and how to convert the file."""
     rows = ['{"sentence": "good film", "label": 1}', '{"sentence": "très bien", "label": 1}']
     if name.endswith(".txt"):
         rows = ["a good film", "très bien"]
     (tmp_path / name).write_bytes("\n".join(rows).encode("latin-1") + b"\n")
-    code = run_main(
-        monkeypatch, script, "--train_file", tmp_path / name, "--tokenizer_name", files / "tokenizer",
+    code = script_stops_with(script, "--train_file", tmp_path / name, "--tokenizer_name", files / "tokenizer",
         "--output_dir", tmp_path / "run", *flags, *COMMON_FLAGS,
     )  # fmt: skip
     assert re.search(rf"--train_file .*{name} is not UTF-8: line 2 has the byte 0xe8 at column \d+", code), code
@@ -327,13 +312,12 @@ def test_rows_without_text_are_dropped_and_counted(monkeypatch, caplog, tmp_path
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
-def test_a_model_type_typo_in_config_json_is_named(monkeypatch, tmp_path, files):
+def test_a_model_type_typo_in_config_json_is_named(tmp_path, files):
     """transformers would advise trust_remote_code=True, which cannot help: name the field and the near miss."""
     ScratchTransformerForConditionalGeneration(tiny_config()).save_pretrained(tmp_path / "checkpoint")
     config_file = tmp_path / "checkpoint" / "config.json"
     config_file.write_text(config_file.read_text().replace('"scratch_transformer"', '"scratch_transfromer"'))
-    code = run_main(
-        monkeypatch, "finetune_translation", "--source_lang", "en", "--target_lang", "de", "--train_file",
+    code = script_stops_with("finetune_translation", "--source_lang", "en", "--target_lang", "de", "--train_file",
         files / "pairs.jsonl", "--model_name_or_path", tmp_path / "checkpoint", "--tokenizer_name",
         files / "tokenizer", "--output_dir", tmp_path / "run", *COMMON_FLAGS,
     )  # fmt: skip
