@@ -3,13 +3,20 @@ with one clear message that names the problem and the fix, before it reaches tor
 reasonable, it is handled as the user meant (and the test says why). The command-line catalogue of the same kind
 lives beside each script's tests."""
 
-import importlib
 import re
-import sys
 
 import pytest
 import torch
-from conftest import EOS, VOCAB_SIZE, random_batch, script_stops_with, tiny_config, word_level_tokenizer, write_jsonl
+from conftest import (
+    EOS,
+    VOCAB_SIZE,
+    random_batch,
+    run_script,
+    script_stops_with,
+    tiny_config,
+    word_level_tokenizer,
+    write_jsonl,
+)
 from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
 from hf_scratch_transformer import (
@@ -295,19 +302,18 @@ def test_a_file_not_in_utf8_is_named_with_its_line_and_the_fix(tmp_path, files, 
     assert "iconv -f latin1 -t utf-8" in code
 
 
-def test_rows_without_text_are_dropped_and_counted(monkeypatch, caplog, tmp_path, files):
+def test_rows_without_text_are_dropped_and_counted(caplog, tmp_path, files):
     """A null or blank text has nothing to classify: the run drops those rows, says how many, and trains on the
     rest (the tokenizer would otherwise fail on None with a traceback)."""
     rows = [{"sentence": "good film", "label": 1}, {"sentence": None, "label": 0}, {"sentence": " ", "label": 0}]
     rows += [{"sentence": "bad", "label": 0}]
     write_jsonl(tmp_path / "gaps.jsonl", rows)
-    monkeypatch.setattr(sys, "argv", [
-        "finetune_sentiment.py", "--train_file", str(tmp_path / "gaps.jsonl"), "--tokenizer_name",
-        str(files / "tokenizer"), "--config_overrides", "d_model=16,encoder_layers=1,decoder_layers=1,"
+    run_script(
+        "finetune_sentiment", "--train_file", tmp_path / "gaps.jsonl", "--tokenizer_name", files / "tokenizer",
+        "--config_overrides", "d_model=16,encoder_layers=1,decoder_layers=1,"
         "encoder_attention_heads=2,decoder_attention_heads=2,encoder_ffn_dim=32,decoder_ffn_dim=32",
-        "--output_dir", str(tmp_path / "run"), *COMMON_FLAGS,
-    ])  # fmt: skip
-    importlib.import_module("training.finetune_sentiment").main()
+        "--output_dir", tmp_path / "run", *COMMON_FLAGS,
+    )  # fmt: skip
     assert "Dropped 2 train rows whose 'sentence' is empty or missing." in caplog.text
     assert (tmp_path / "run" / "model.safetensors").is_file()
 

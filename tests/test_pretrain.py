@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import random
-import sys
 
 import pytest
 import torch
@@ -20,7 +19,7 @@ from conftest import SHARED_DATA, run_script
 from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_scratch_transformer.demo_data import english_words, german_words
-from training import pretrain, train_tokenizer
+from training import train_tokenizer
 
 CORPUS = SHARED_DATA / "pretrain" / "corpus.txt"
 TINY_MODEL = (
@@ -196,18 +195,17 @@ def test_pretrain_on_the_shared_corpus(runs):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def run_main(monkeypatch, data, tmp_path, *args):
-    monkeypatch.setattr(sys, "argv", ["pretrain.py", "--tokenizer_name", str(data / "tokenizer")])
-    sys.argv += ["--output_dir", str(tmp_path / "out"), "--train_file", str(data / "train.txt"), *COMMON, *args]
-    pretrain.main()
+def run_main(data, tmp_path, *args):
+    run_script("pretrain", "--tokenizer_name", data / "tokenizer", "--output_dir", tmp_path / "out",
+               "--train_file", data / "train.txt", *COMMON, *args)  # fmt: skip
 
 
-def test_streaming_without_max_steps_is_refused(monkeypatch, data, tmp_path):
+def test_streaming_without_max_steps_is_refused(data, tmp_path):
     with pytest.raises(SystemExit, match="--streaming reads the text as a stream.*pass --max_steps N"):
-        run_main(monkeypatch, data, tmp_path, "--streaming")
+        run_main(data, tmp_path, "--streaming")
 
 
-def test_too_few_sentinels_is_refused(monkeypatch, data, tmp_path):
+def test_too_few_sentinels_is_refused(data, tmp_path):
     # 64 input tokens, density 0.4, spans of 1: 63 raw tokens with 25 spans, and the tokenizer has 20 sentinels.
     with pytest.raises(SystemExit, match=r"makes 25 noise spans.*only 20 sentinels.*--num_sentinel_tokens 25"):
-        run_main(monkeypatch, data, tmp_path, "--noise_density", "0.4", "--mean_noise_span_length", "1")
+        run_main(data, tmp_path, "--noise_density", "0.4", "--mean_noise_span_length", "1")
