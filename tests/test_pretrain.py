@@ -1,5 +1,5 @@
 """`training/pretrain.py` end to end: the script runs as a program on a corpus made up here, in memory and as a
-stream, with both objectives; its loss falls; its output starts both a seq2seq model and a classifier. Bad
+stream, with every objective; its loss falls; its output starts both a seq2seq model and a classifier. Bad
 settings stop it early with a message that says what to do. One run uses ../shared/data/pretrain when present.
 
 The corpus: English and German sentences from a few word lists, with numbers written out by
@@ -16,10 +16,23 @@ import random
 import pytest
 import torch
 from conftest import SHARED_DATA, run_script
-from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
+from safetensors.torch import load_file
+from transformers import (
+    AutoConfig,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    TrainingArguments,
+)
 
 from hf_scratch_transformer.demo_data import english_words, german_words
 from training import train_tokenizer
+from training.pretrain import (
+    PRETRAINING_STATE_NAME,
+    ReplacedTokenDetection,
+    ReplacedTokenDetectionTrainer,
+    replace_chosen_tokens,
+)
 
 CORPUS = SHARED_DATA / "pretrain" / "corpus.txt"
 TINY_MODEL = (
@@ -29,6 +42,11 @@ TINY_MODEL = (
 COMMON = ["--report_to", "none", "--use_cpu", "--save_strategy", "no", "--disable_tqdm", "true"]
 COMMON += ["--dataloader_pin_memory", "false", "--per_device_train_batch_size", "16", "--learning_rate", "3e-3"]
 COMMON += ["--per_device_eval_batch_size", "32", "--max_seq_length", "64", "--config_overrides", TINY_MODEL]
+
+
+# 40 steps, a loss logged every 5, a checkpoint at steps 20 and 40 (the resume test starts from the first).
+REPLACED_TOKEN_DETECTION = ["--objective", "replaced_token_detection", "--max_steps", 40, "--logging_steps", 5]
+REPLACED_TOKEN_DETECTION += ["--save_strategy", "steps", "--save_steps", 20]
 
 
 def sentences(count: int, seed: int) -> list[str]:
@@ -90,6 +108,7 @@ def runs(data, tmp_path_factory):
         "text_infilling": [*train, *validation, "--objective", "text_infilling", "--max_steps", 8]
         + ["--logging_steps", 4],
         "masked_lm": [*train, *validation, "--objective", "masked_lm", "--max_steps", 40, "--logging_steps", 5],
+        "replaced_token_detection": [*train, *validation, *REPLACED_TOKEN_DETECTION],
     }
     if CORPUS.is_file():
         arguments["shared_corpus"] = ["--train_file", CORPUS, "--max_train_samples", 2000, "--max_steps", 30]
@@ -179,6 +198,78 @@ def test_masked_lm_trains_the_encoder_alone_and_leaves_a_checkpoint_both_heads_l
         hidden = seq2seq.get_encoder()(**inputs).last_hidden_state[0, position]
         probability = seq2seq.get_output_embeddings()(hidden).softmax(-1)[target].item()
     assert probability > 10 / len(tokenizer), probability
+
+
+def test_replaced_token_detection_trains_generator_and_encoder_and_saves_only_the_model(runs):
+    output, output_dir = runs["replaced_token_detection"]
+    assert "replaced_token_detection: chunks of 63 tokens -> inputs of <= 64" in output
+    logs = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    parts = [(log["generator_loss"], log["detection_loss"]) for log in logs if "loss" in log]
+    assert len(parts) == 8, logs  # 40 steps, logged every 5, each with the two losses apart
+    for (generator, detection), total in zip(parts, losses(output_dir), strict=True):
+        assert total == pytest.approx(generator + 50 * detection, rel=1e-3)  # the default detection weight
+    assert parts[-1][0] < parts[0][0] - 0.5, parts  # the generator learns to fill the masks
+
+    # The saved model is the encoder-decoder alone (what the Auto classes load, nothing missing, nothing more); the
+    # generator and the detection head are kept beside it, for a resumed run.
+    seq2seq, info = AutoModelForSeq2SeqLM.from_pretrained(output_dir, output_loading_info=True)
+    assert not any(info.values()), info
+    assert not [
+        name for name in load_file(output_dir / "model.safetensors") if "generator" in name or "detector" in name
+    ]
+    state = load_file(output_dir / PRETRAINING_STATE_NAME)
+    assert {name.split(".")[0] for name in state} == {"model", "generator", "detector"}
+    encoder = seq2seq.get_encoder().state_dict()
+    for name, weight in encoder.items():  # the pretraining state holds the same encoder (its embedding once only)
+        if not name.startswith("embed_tokens"):
+            assert torch.equal(weight, state[f"model.model.encoder.{name}"]), name
+    classifier = AutoModelForSequenceClassification.from_pretrained(output_dir, num_labels=2)
+    assert torch.equal(
+        classifier.get_encoder().layers[1].self_attn.q_proj.weight, encoder["layers.1.self_attn.q_proj.weight"]
+    )
+
+    # The encoder trained (the decoder's own weights did not, as with masked LM).
+    results = json.loads((output_dir / "all_results.json").read_text())
+    shared = seq2seq.get_input_embeddings().weight
+    decoder_own = sum(p.numel() for p in seq2seq.get_decoder().parameters() if p is not shared)
+    assert results["total_params"] - results["trainable_params"] == decoder_own, results
+    assert results["eval_loss"] < losses(output_dir)[0], results
+
+
+def test_replaced_token_detection_checkpoint_restores_generator_and_detection_head(runs, tmp_path):
+    """What a resumed run loads (`Trainer` calls `_load_from_checkpoint`) into a new pretraining module: the model,
+    the generator and the head as checkpointed; saving it again writes the same files. (A resumed run does not
+    repeat the first one bit for bit: the collator draws its masks from torch's RNG, which the data loader's
+    one-batch lookahead has already advanced when the checkpoint saves it.)"""
+    checkpoint = runs["replaced_token_detection"][1] / "checkpoint-20"
+    model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(checkpoint))  # new weights
+    pretraining = ReplacedTokenDetection(model, generator_layers=1, detection_loss_weight=50.0)
+    arguments = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = ReplacedTokenDetectionTrainer(model=pretraining, args=arguments)
+    saved = load_file(checkpoint / PRETRAINING_STATE_NAME)
+    state = pretraining.state_dict()
+    assert not all(torch.equal(state[name], saved[name]) for name in saved)  # before loading: other weights
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    state = pretraining.state_dict()
+    assert all(torch.equal(state[name], saved[name]) for name in saved)
+    trainer.save_model(str(tmp_path / "again"))
+    for name in ("model.safetensors", PRETRAINING_STATE_NAME):
+        again, first = load_file(tmp_path / "again" / name), load_file(checkpoint / name)
+        assert again.keys() == first.keys() and all(torch.equal(again[key], first[key]) for key in first), name
+
+
+def test_replace_chosen_tokens_samples_only_the_chosen_positions():
+    original = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    chosen = torch.tensor([[False, True, False, True], [True, False, False, False]])
+    # The generator is sure of token 3 at the first two chosen positions and of the original (9) at the third.
+    logits = torch.full((3, 16), -1e4)
+    logits[0, 3] = logits[1, 3] = logits[2, 9] = 0.0
+    corrupted, replaced = replace_chosen_tokens(original, chosen, logits)
+    assert corrupted.tolist() == [[5, 3, 7, 3], [9, 10, 11, 12]]
+    # A sample that is the original token is not a replacement.
+    assert replaced.tolist() == [[False, True, False, True], [False, False, False, False]]
+    assert original.tolist() == [[5, 6, 7, 8], [9, 10, 11, 12]]  # left as it was
 
 
 @pytest.mark.skipif(not CORPUS.is_file(), reason=f"{CORPUS} is absent")

@@ -22,6 +22,8 @@ DATA=${DATA:-../shared/data}
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/recipes/pretrain_reviews}
 STEPS=${STEPS:-1250}            # 1250 x 32 x 256 = 10M tokens, about half of the text; ~3.9 s a step here
+OBJECTIVE=${OBJECTIVE:-masked_lm}  # or replaced_token_detection (ELECTRA; a 1-layer generator)
+NOISE=${NOISE:-0.4}             # the fraction of tokens masked (BERT and ELECTRA: 0.15)
 VOCAB=${VOCAB:-16000}
 MODEL=${MODEL:-d_model=256,encoder_layers=4,decoder_layers=4,encoder_attention_heads=4,decoder_attention_heads=4,encoder_ffn_dim=1024,decoder_ffn_dim=1024}
 LENGTH=${LENGTH:-256}           # tokens a chunk; IMDB reviews average about 300
@@ -56,11 +58,11 @@ timed tokenizer $PY training/train_tokenizer.py --train_file "$OUT/text_train.js
 
 # 3. Masked-LM pretraining. Pre-LN trains at 1e-3 after a short warmup; the rate then falls linearly to 0. The
 #    loss on the held-out reviews is measured every 250 steps; a checkpoint (resumable) every 250 steps too.
-timed pretrain $PY training/pretrain.py --objective masked_lm \
+timed pretrain $PY training/pretrain.py --objective "$OBJECTIVE" \
     --train_file "$OUT/text_train.jsonl" --validation_file "$OUT/text_validation.jsonl" \
     --tokenizer_name "$OUT/tokenizer" --max_seq_length "$LENGTH" \
     --config_overrides "$MODEL,normalize_before=true,max_position_embeddings=512,dropout=0.0" \
-    --noise_density 0.4 --output_dir "$OUT/model" --overwrite_output_dir \
+    --noise_density "$NOISE" --output_dir "$OUT/model" --overwrite_output_dir \
     --max_steps "$STEPS" --per_device_train_batch_size 32 --per_device_eval_batch_size 32 \
     --learning_rate 1e-3 --warmup_steps 100 --lr_scheduler_type linear --adam_beta2 0.98 --weight_decay 0.01 \
     --eval_strategy steps --eval_steps 250 --save_strategy steps --save_steps 250 --save_total_limit 1 \
@@ -71,7 +73,7 @@ from pathlib import Path
 from training.model_card import training_curves_svg
 out = Path(sys.argv[1])
 results = json.loads((out / "model" / "all_results.json").read_text())
-print(f"masked-LM loss: train {results['train_loss']:.3f}, held-out reviews {results['eval_loss']:.3f}")
+print(f"pretraining loss: train {results['train_loss']:.3f}, held-out reviews {results['eval_loss']:.3f}")
 log_history = json.loads((out / "model" / "trainer_state.json").read_text())["log_history"]
 (out / "curves.svg").write_text(training_curves_svg(log_history))
 PY
