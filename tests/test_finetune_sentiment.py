@@ -11,6 +11,8 @@ import pytest
 from conftest import REPO_ROOT, SHARED_DATA, run_script, script_stops_with, toy_reviews, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
+from training.finetune_sentiment import keep_head_and_tail
+
 SCRIPT = REPO_ROOT / "training" / "finetune_sentiment.py"
 TINY_MODEL = (
     "d_model=32,encoder_layers=2,decoder_layers=1,encoder_attention_heads=4,decoder_attention_heads=4,"
@@ -70,6 +72,27 @@ def test_arguments_from_a_json_file_and_the_text_column_of_imdb(data, tmp_path):
     run_script("finetune_sentiment", tmp_path / "args.json")
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert (state["max_steps"], state["global_step"]) == (3, 3)  # --max_steps from the file took effect
+
+
+@pytest.mark.parametrize(("truncate", "accuracy"), [("end", (0.3, 0.7)), ("middle", (0.9, 1.0))])
+def test_truncating_the_middle_keeps_the_verdict_at_the_end_of_a_long_text(data, tmp_path, truncate, accuracy):
+    """Toy reviews after 30 neutral words: cut to 16 tokens, their end (the sentiment word) is gone and the model
+    guesses; with their middle cut, it reads the end and learns the task."""
+    for split, count, seed in (("train", 400, 0), ("validation", 100, 1)):
+        rows = [{**row, "sentence": "plot " * 30 + row["sentence"]} for row in toy_reviews(count, seed=seed)]
+        write_jsonl(tmp_path / f"{split}.jsonl", rows)
+    output = tmp_path / "run"
+    run_script("finetune_sentiment", "--train_file", tmp_path / "train.jsonl",
+        "--validation_file", tmp_path / "validation.jsonl", "--max_source_length", 16, "--truncate", truncate,
+        "--tokenizer_name", data["tokenizer"], "--config_overrides", TINY_MODEL, "--output_dir", output,
+        "--num_train_epochs", 3, "--per_device_train_batch_size", 16, "--learning_rate", 3e-3, *COMMON)  # fmt: skip
+    results = json.loads((output / "all_results.json").read_text())
+    assert accuracy[0] <= results["eval_accuracy"] <= accuracy[1], results
+
+
+def test_keep_head_and_tail():
+    assert keep_head_and_tail(list(range(8)), 8) == list(range(8))  # fits: unchanged
+    assert keep_head_and_tail(list(range(100)), 8) == [0, 1, 94, 95, 96, 97, 98, 99]  # a quarter from the start
 
 
 @pytest.mark.parametrize(
