@@ -1,5 +1,7 @@
-"""The speed benchmark runs (on a tiny shape: CI shows it works; the real numbers are in benchmarks/RESULTS.md)."""
+"""The benchmarks run (on a tiny shape or toy data: CI shows they work; the real numbers are in
+benchmarks/RESULTS.md and QUALITY.md)."""
 
+import gzip
 import json
 import re
 import subprocess
@@ -7,7 +9,9 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, toy_reviews
+
+from benchmarks import nbsvm_imdb
 
 SPEED = str(REPO_ROOT / "benchmarks" / "speed.py")
 
@@ -156,3 +160,27 @@ def test_compile_payback_is_the_compilation_over_the_time_each_token_saves():
     assert payback["ours-sdpa+compile"]["greedy"] == pytest.approx(20_000)
     assert payback["ours-sdpa+compile"]["beam4"] is None
     assert set(payback) == {"ours-sdpa+compile"}
+
+
+def test_nbsvm_baseline_learns_a_linear_task_and_counts_its_ngrams(tmp_path):
+    """benchmarks/nbsvm_imdb.py on toy reviews (one sentiment word among neutral ones: linearly separable)."""
+    for split, count, seed in (("train", 300, 0), ("validation", 100, 1)):
+        rows = toy_reviews(count, seed=seed, text_key="text")
+        with gzip.open(tmp_path / f"{split}.jsonl.gz", "wt") as file:
+            file.writelines(json.dumps(row) + "\n" for row in rows)
+    results = nbsvm_imdb.main(["--data", str(tmp_path)])
+    assert results["validation_accuracy"] >= 0.95, results
+    assert (results["train_reviews"], results["validation_reviews"]) == (300, 100)
+    grams = set().union(*(nbsvm_imdb.ngrams(row["text"]) for row in toy_reviews(300, seed=0, text_key="text")))
+    assert results["features"] == len(grams)
+    assert nbsvm_imdb.ngrams("A film.<br />Great!") == {
+        "a",
+        "film",
+        ".",
+        "great",
+        "!",
+        "a film",
+        "film .",
+        ". great",
+        "great !",
+    }
