@@ -30,13 +30,18 @@ corpus), and return a batch of `torch.long` tensors, padded on the right:
     decoder_input_ids  (B, T)  labels shifted right after decoder_start_token_id (only when a model is given and
                                the labels are a target text, not masked-LM labels)
 
-Randomness: every call draws a seed from torch's global RNG and corrupts the batch with a `numpy` Generator seeded
-with it, so `transformers.set_seed` (which `Trainer` calls) makes the corruption reproducible, and each data-loader
-worker (torch seeds each one differently) corrupts differently. An example that already has `labels` is taken as
+Randomness: by default every call draws a seed from torch's global RNG and corrupts the batch with a `numpy`
+Generator seeded with it, so `transformers.set_seed` (which `Trainer` calls) makes the corruption reproducible, and
+each data-loader worker (torch seeds each one differently) corrupts differently. With `collator.seed` set, each
+example's corruption is instead a function of the seed, `collator.epoch` and the example's tokens alone (as
+fairseq seeds its masking): the same in any batch, worker or process, and in a run resumed from a checkpoint, which
+torch's RNG cannot promise (the data loader collates one batch ahead, so the RNG state a checkpoint saves is already
+past the next batch); the masks change when the epoch does. An example that already has `labels` is taken as
 corrupted and only padded: that is how a validation set is corrupted once, with a fixed seed (see `corrupt`), and
 then scored the same way at every evaluation.
 """
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -138,12 +143,15 @@ def _token_list(ids: Any) -> list[int]:
 
 
 class _DenoisingCollator:
-    """What both collators do around `corrupt`: draw the Generator, corrupt, pad, shift the labels."""
+    """What the collators do around `corrupt`: draw the Generator, corrupt, pad, shift the labels."""
 
     tokenizer: PreTrainedTokenizerBase
     model: PreTrainedModel | None
     pad_to_multiple_of: int | None
     label_pad_token_id: int
+    # Set `seed` to corrupt each example as a function of (seed, epoch, its tokens); see the module's docstring.
+    seed: int | None = None
+    epoch: int = 0
 
     def corrupt(self, input_ids: Sequence[int], rng: np.random.Generator) -> dict[str, list[int]]:
         raise NotImplementedError
@@ -154,8 +162,15 @@ class _DenoisingCollator:
             raise ValueError(f"{type(self).__name__} needs a tokenizer with a {name} token; this one has none.")
         return token_id
 
+    def example_rng(self, input_ids: list[int]) -> np.random.Generator:
+        """The Generator of one example when `seed` is set: a function of the seed, the epoch and the tokens."""
+        tokens = zlib.crc32(np.asarray(input_ids, dtype=np.int64).tobytes())
+        return np.random.default_rng([self.seed, self.epoch, tokens])
+
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng(int(torch.randint(2**62, (1,)).item()))  # from torch: set_seed reproduces it
+        batch_rng = None
+        if self.seed is None:
+            batch_rng = np.random.default_rng(int(torch.randint(2**62, (1,)).item()))  # set_seed reproduces it
         pairs = []
         for example in examples:
             if "labels" in example:  # corrupted already (a fixed validation set): only pad
@@ -163,7 +178,10 @@ class _DenoisingCollator:
                     {"input_ids": _token_list(example["input_ids"]), "labels": _token_list(example["labels"])}
                 )
             else:
-                pairs.append(self.corrupt(_token_list(example["input_ids"]), rng))
+                input_ids = _token_list(example["input_ids"])
+                pairs.append(
+                    self.corrupt(input_ids, batch_rng if batch_rng is not None else self.example_rng(input_ids))
+                )
         inputs = [pair["input_ids"] for pair in pairs]
         batch = {
             "input_ids": _pad(inputs, self.tokenizer.pad_token_id, self.pad_to_multiple_of),  # (B, S)

@@ -133,6 +133,30 @@ def test_span_corruption_is_deterministic_under_a_seed(tokenizer):
     assert not torch.equal(first["labels"], second_call["labels"]), "each call draws a new seed from torch"
 
 
+@pytest.mark.parametrize(
+    "collator_class", [DataCollatorForSpanCorruption, DataCollatorForTextInfilling, DataCollatorForMaskedLM]
+)
+def test_a_seeded_collator_corrupts_each_example_by_seed_epoch_and_tokens_alone(tokenizer, collator_class):
+    """What makes a resumed pretraining run mask as the first one did: neither torch's RNG nor the batch matters."""
+    collator = collator_class(tokenizer)
+    collator.seed = 0
+    examples = random_examples(6, (20, 40))
+    torch.manual_seed(1)
+    first = collator(examples)
+    torch.manual_seed(2)
+    reordered = collator(examples[3:] + examples[:3])  # other neighbours, other padding, another RNG state
+    for row in range(6):
+        moved = (row + 3) % 6
+        length = int(first["attention_mask"][row].sum())
+        assert torch.equal(first["input_ids"][row, :length], reordered["input_ids"][moved, :length])
+        labels = first["labels"][row][first["labels"][row] != -100]
+        assert torch.equal(labels, reordered["labels"][moved][reordered["labels"][moved] != -100])
+    collator.epoch = 1  # a new epoch masks anew
+    assert not torch.equal(collator(examples)["input_ids"], first["input_ids"])
+    collator.epoch, collator.seed = 0, 1  # and so does another seed
+    assert not torch.equal(collator(examples)["input_ids"], first["input_ids"])
+
+
 def test_too_few_sentinels_is_a_clear_error():
     collator = DataCollatorForSpanCorruption(make_tokenizer(num_sentinels=3))
     collator(random_examples(2, (20, 20)))  # 3 noise tokens in 1 span: fine

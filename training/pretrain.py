@@ -47,6 +47,7 @@ import copy
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForSeq2SeqLM, TrainingArguments, set_seed
+from transformers import AutoModelForSeq2SeqLM, TrainerCallback, TrainingArguments, set_seed
 
 from hf_scratch_transformer.data_collators import (
     DataCollatorForMaskedLM,
@@ -179,6 +180,8 @@ def main() -> None:
             freeze_decoder(model)
     except ValueError as error:
         raise SystemExit(f"--objective {pretrain_args.objective}: {error}") from error
+    # Each chunk's corruption is a function of (seed, epoch, chunk): a resumed run masks as the first run would have.
+    collator.seed = training_args.seed
     check_lengths_fit_learned_positions(model.config, {"--max_seq_length": max(max_length, target_length)})
     logger.info(
         "%s: chunks of %d tokens -> inputs of <= %d, targets of <= %d (noise %.2f, spans %.1f)",
@@ -256,6 +259,7 @@ def main() -> None:
         eval_dataset=validation,
         processing_class=tokenizer,
         data_collator=collator,
+        callbacks=[CollatorEpoch(collator)],
     )
     metrics = trainer.train(resume_from_checkpoint=resume_from).metrics
     if not pretrain_args.streaming:
@@ -269,6 +273,18 @@ def main() -> None:
         with open(os.path.join(training_args.output_dir, "loss_curve.json"), "w") as file:
             json.dump(curve, file, indent=1)
     logger.info("Results: %s", metrics)
+
+
+class CollatorEpoch(TrainerCallback):
+    """Tells the collator which epoch begins, so that each epoch masks every chunk anew. `state.epoch` is a float
+    (0.6: 60 % of the first epoch done, where a resumed run starts); the small margin absorbs its rounding at the
+    start of an epoch."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.epoch = math.floor(state.epoch + 1e-6)
 
 
 def freeze_decoder(model) -> None:
