@@ -22,8 +22,9 @@ left over at the end of every 1000 texts is dropped. The chunk length is chosen 
 included, is exactly `--max_seq_length` tokens: with the defaults (128, density 0.15, spans of 3) a span-corrupted
 chunk is 141 raw tokens and its target 29; a text-infilling chunk is 127 tokens, its input shorter than 128 and its
 target (the whole chunk and `</s>`) 128; a masked-LM chunk is 127 tokens and its input, `</s>` added, 128. The
-validation chunks are corrupted once, with `--seed`, so every
-evaluation scores the same task. Training chunks are corrupted afresh at every step, by the data collator.
+validation chunks are corrupted once, with `--seed`, so every evaluation scores the same task. Training chunks are
+corrupted by the data collator, each as a function of (`--seed`, epoch, chunk): anew every epoch, and the same in a
+resumed run.
 
 Masked LM: the encoder reads the masked chunk and the LM head (the shared embedding matrix, as in BERT) predicts
 the chosen tokens from the encoder's states. The decoder is frozen and gets a one-token input, so the checkpoint is
