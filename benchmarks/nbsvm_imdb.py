@@ -12,7 +12,6 @@ import argparse
 import gzip
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -107,4 +106,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main() and 0)
+    main()
