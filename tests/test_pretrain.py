@@ -8,6 +8,7 @@ training/train_tokenizer.py (byte-level BPE, 400 ids, 20 sentinels). The model i
 call the script's main() in this process, once each for the module.
 """
 
+import importlib.util
 import io
 import json
 import logging
@@ -18,7 +19,7 @@ import pytest
 import torch
 from conftest import SHARED_DATA, run_script
 from safetensors.torch import load_file
-from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer, Trainer
 
 from hf_scratch_transformer.demo_data import english_words, german_words
 from training import pretrain, train_tokenizer
@@ -272,6 +273,16 @@ def test_replace_chosen_tokens_samples_only_the_chosen_positions():
     # A sample that is the original token is not a replacement.
     assert replaced.tolist() == [[False, True, False, True], [False, False, False, False]]
     assert original.tolist() == [[5, 6, 7, 8], [9, 10, 11, 12]]  # left as it was
+
+
+def test_a_transformers_without_the_methods_replaced_token_detection_overrides_cannot_import_it(monkeypatch):
+    # As if a release renamed Trainer._load_from_checkpoint: a resumed run would silently skip the generator.
+    monkeypatch.delattr(Trainer, "_load_from_checkpoint")
+    spec = importlib.util.spec_from_file_location("pretrain_again", pretrain.__file__)
+    with pytest.raises(
+        ImportError, match=r"Trainer has no \['_load_from_checkpoint'\].*ReplacedTokenDetectionTrainer"
+    ):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
 @pytest.mark.skipif(not CORPUS.is_file(), reason=f"{CORPUS} is absent")

@@ -15,13 +15,22 @@ from transformers import Seq2SeqTrainer, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-OVERRIDDEN_TRAINER_METHODS = ("_get_output_dir", "_save_checkpoint", "_push_from_checkpoint")
-MISSING_TRAINER_METHODS = [name for name in OVERRIDDEN_TRAINER_METHODS if not callable(getattr(Trainer, name, None))]
-if MISSING_TRAINER_METHODS:
-    raise ImportError(
-        f"transformers {transformers.__version__}: Trainer has no {MISSING_TRAINER_METHODS}, which "
-        "AtomicCheckpointsMixin overrides to make checkpoints atomic. Install a version pyproject.toml allows."
-    )
+
+def require_trainer_methods(names: tuple[str, ...], purpose: str) -> None:
+    """Stop an import that overrides private `Trainer` methods this transformers no longer has: an override of a
+    renamed method is never called, and the run would go on without what it was written for."""
+    missing = [name for name in names if not callable(getattr(Trainer, name, None))]
+    if missing:
+        raise ImportError(
+            f"transformers {transformers.__version__}: Trainer has no {missing}, which are overridden {purpose}. "
+            "Install a transformers version that pyproject.toml allows."
+        )
+
+
+require_trainer_methods(
+    ("_get_output_dir", "_save_checkpoint", "_push_from_checkpoint"),
+    "by AtomicCheckpointsMixin to make checkpoints atomic",
+)
 
 # Where a checkpoint is written before it is renamed to output_dir/checkpoint-N. The name matches neither
 # `^checkpoint-\d+$` (so `get_last_checkpoint` and checkpoint rotation never see it) nor is it uploaded: Trainer's

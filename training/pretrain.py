@@ -73,7 +73,7 @@ from hf_scratch_transformer.data_collators import (
 )
 from hf_scratch_transformer.modeling_scratch_transformer import ScratchTransformerEncoder
 from training.arguments import DataArguments, ModelArguments, OutputDirArguments, parse_arguments
-from training.atomic_checkpoints import AtomicTrainer
+from training.atomic_checkpoints import AtomicTrainer, require_trainer_methods
 from training.data import column_names, load_raw_datasets, require_columns
 from training.launch import check_processes_see_each_other
 from training.model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
@@ -373,6 +373,12 @@ def replace_chosen_tokens(
     corrupted = original.clone()
     corrupted[chosen] = sampled
     return corrupted, corrupted != original
+
+
+require_trainer_methods(
+    ("_save", "_load_from_checkpoint"),
+    "by ReplacedTokenDetectionTrainer to save and resume the whole pretraining module",
+)
 
 
 class ReplacedTokenDetectionTrainer(AtomicTrainer):
