@@ -3,15 +3,19 @@ benchmarks/RESULTS.md and QUALITY.md)."""
 
 import gzip
 import json
+import math
 import re
 import subprocess
 import sys
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO_ROOT, toy_reviews
+import torch
+import torch.nn.functional as F
+from conftest import REPO_ROOT, tiny_config, toy_reviews
 
-from benchmarks import nbsvm_imdb
+from benchmarks import masked_lm_probe, nbsvm_imdb
+from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
 
 SPEED = str(REPO_ROOT / "benchmarks" / "speed.py")
 
@@ -184,3 +188,38 @@ def test_nbsvm_baseline_learns_a_linear_task_and_counts_its_ngrams(tmp_path):
         ". great",
         "great !",
     }
+
+
+def cyclic_letters(count: int) -> torch.Tensor:
+    """(count, 64) ids: each row runs through the 26 "letters" 10..35 in order, from a random one, and round."""
+    start = torch.randint(0, 26, (count, 1))
+    return (start + torch.arange(64)) % 26 + 10
+
+
+def test_masked_lm_probe_tells_word_order_from_word_frequency():
+    """benchmarks/masked_lm_probe.py on a model trained to fill in masked letters of the alphabet: order gives every
+    letter away, the bag of letters gives nothing (each row holds them all), the frequencies give 1 in 26."""
+    torch.manual_seed(0)
+    config = tiny_config(
+        d_model=32, encoder_ffn_dim=64, normalize_before=True, init_std=None, tie_word_embeddings=True
+    )
+    model = ScratchTransformerForConditionalGeneration(config)
+    encoder, lm_head, mask_id = model.get_encoder(), model.get_output_embeddings(), 3
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(700):
+        letters = cyclic_letters(16)
+        chosen = torch.rand(letters.shape) < 0.15
+        states = encoder(input_ids=letters.masked_fill(chosen, mask_id)).last_hidden_state  # (16, 64, 32)
+        loss = F.cross_entropy(lm_head(states[chosen]), letters[chosen])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    chunks = cyclic_letters(32)
+    train_ids = [list(range(10, 36))] * 10  # every letter 10 times
+    result = masked_lm_probe.probe_chunks(model.eval(), chunks, train_ids, mask_id, config.vocab_size)
+    assert result["chunks"] == 32 and 0.1 * 32 * 64 < result["masked_tokens"] < 0.2 * 32 * 64, result
+    assert result["as_written"] < 1.0, result  # untrained: 5.6, and 5.6 shuffled
+    assert result["words_shuffled"] > 2.0, result
+    # Add-half smoothing over the vocabulary: each letter has (10 + 0.5) / (260 + 0.5 * 99).
+    assert abs(result["unigram"] - -math.log(10.5 / (260 + 0.5 * config.vocab_size))) < 1e-9, result
