@@ -10,12 +10,9 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-import torch
-import torch.nn.functional as F
-from conftest import REPO_ROOT, tiny_config, toy_reviews
+from conftest import REPO_ROOT, toy_reviews
 
-from benchmarks import masked_lm_probe, nbsvm_imdb
-from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
+from benchmarks import masked_lm_probe, nbsvm_imdb, word_order_toy
 
 SPEED = str(REPO_ROOT / "benchmarks" / "speed.py")
 
@@ -190,36 +187,26 @@ def test_nbsvm_baseline_learns_a_linear_task_and_counts_its_ngrams(tmp_path):
     }
 
 
-def cyclic_letters(count: int) -> torch.Tensor:
-    """(count, 64) ids: each row runs through the 26 "letters" 10..35 in order, from a random one, and round."""
-    start = torch.randint(0, 26, (count, 1))
-    return (start + torch.arange(64)) % 26 + 10
-
-
 def test_masked_lm_probe_tells_word_order_from_word_frequency():
     """benchmarks/masked_lm_probe.py on a model trained to fill in masked letters of the alphabet: order gives every
     letter away, the bag of letters gives nothing (each row holds them all), the frequencies give 1 in 26."""
-    torch.manual_seed(0)
-    config = tiny_config(
-        d_model=32, encoder_ffn_dim=64, normalize_before=True, init_std=None, tie_word_embeddings=True
-    )
-    model = ScratchTransformerForConditionalGeneration(config)
-    encoder, lm_head, mask_id = model.get_encoder(), model.get_output_embeddings(), 3
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(700):
-        letters = cyclic_letters(16)
-        chosen = torch.rand(letters.shape) < 0.15
-        states = encoder(input_ids=letters.masked_fill(chosen, mask_id)).last_hidden_state  # (16, 64, 32)
-        loss = F.cross_entropy(lm_head(states[chosen]), letters[chosen])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    model, learned_at = word_order_toy.train_on_letters(length=64, seed=0, steps=700, stop_when_learned=False)
+    assert learned_at is not None and learned_at < 600, learned_at
 
-    chunks = cyclic_letters(32)
+    chunks = word_order_toy.letters(32, 64)
     train_ids = [list(range(10, 36))] * 10  # every letter 10 times
-    result = masked_lm_probe.probe_chunks(model.eval(), chunks, train_ids, mask_id, config.vocab_size)
+    result = masked_lm_probe.probe_chunks(model, chunks, train_ids, word_order_toy.MASK_ID, model.config.vocab_size)
     assert result["chunks"] == 32 and 0.1 * 32 * 64 < result["masked_tokens"] < 0.2 * 32 * 64, result
     assert result["as_written"] < 1.0, result  # untrained: 5.6, and 5.6 shuffled
     assert result["words_shuffled"] > 2.0, result
     # Add-half smoothing over the vocabulary: each letter has (10 + 0.5) / (260 + 0.5 * 99).
-    assert abs(result["unigram"] - -math.log(10.5 / (260 + 0.5 * config.vocab_size))) < 1e-9, result
+    assert abs(result["unigram"] - -math.log(10.5 / (260 + 0.5 * model.config.vocab_size))) < 1e-9, result
+
+
+def test_word_order_toy_learns_sooner_on_short_chunks():
+    _, learned_at = word_order_toy.train_on_letters(length=32, seed=0, steps=400)
+    assert learned_at is not None and learned_at < 400, learned_at
+    _, learned_at = word_order_toy.train_on_letters(length=256, seed=0, steps=200)
+    assert learned_at is None  # chunks of 256 take over 1,000 steps
+    ids = word_order_toy.letters(3, 30)
+    assert ids.shape == (3, 30) and ((ids[:, 1:] - ids[:, :-1]) % 26 == 1).all()  # each letter follows the one before
