@@ -10,9 +10,10 @@
 #   TASK=imdb TRUNCATE=end ...                                    # a long review's first tokens, not its start and end
 #
 # Expected (benchmarks/QUALITY.md, 2026-11-29, on 2 cores): SST-2 validation accuracy 78.1 % from the checkpoint
-# (9 min), 78.6 % from a new model (9 min): the pretraining gives nothing at this rate (at lr 1e-4, 76.0 % and 75.0 %,
-# 12 min each); 71.5 % through LoRA (18 min). IMDB 84.9 % from the checkpoint, 77.8 % from a new model (21 min
-# each); with TRUNCATE=end 82.8 % and 78.7 %, 80.4 % through LoRA (42 min). Short of the goals (86 %, 91 %, LoRA
+# (9 min), 78.6 % from a new model (9 min); with TRAIN_FLAGS="--seed 1", 79.0 % and 78.5 %: the pretraining gives
+# nothing at this rate (at lr 1e-4, 76.0 % and 75.0 %, 12 min each); 71.5 % through LoRA (18 min). IMDB 84.9 %
+# from the checkpoint, 77.8 % from a new model (21 min each); with TRUNCATE=end 82.8 % and 78.7 %, 80.4 % through
+# LoRA (42 min). Short of the goals (86 %, 91 %, LoRA
 # within 2 points of full fine-tuning). The numbers land in $OUT/all_results.json.
 #
 # SST-2 (59,452 phrases and sentences, about 10 tokens each): 1 epoch of 32 (1,858 steps), texts up to 128 tokens,
