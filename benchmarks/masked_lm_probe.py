@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
+from training.pretrain import pack_into_chunks
 
 
 def read_texts(path: str, column: str, limit: int | None, every: int = 1) -> list[str]:
@@ -43,14 +44,12 @@ def read_texts(path: str, column: str, limit: int | None, every: int = 1) -> lis
 
 
 def packed_chunks(tokenizer, texts: list[str], length: int) -> torch.Tensor:
-    """The texts' tokens joined with </s> and cut into chunks of `length` (the rest dropped): (N, length)."""
-    ids = []
-    for text_ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]:
-        ids += text_ids + [tokenizer.eos_token_id]
-    usable = len(ids) // length * length
-    if usable == 0:
+    """The texts packed into chunks of `length` tokens as pretrain.py packs them: (N, length)."""
+    token_ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+    chunks = pack_into_chunks(token_ids, tokenizer.eos_token_id, length)
+    if not chunks:
         raise SystemExit(f"The texts give no chunk of {length} tokens: pass more of them or a smaller --chunk_length.")
-    return torch.tensor(ids[:usable]).view(-1, length)
+    return torch.tensor(chunks)
 
 
 @torch.no_grad()

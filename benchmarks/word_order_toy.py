@@ -9,9 +9,9 @@ pre-LN model of this package (d_model 32, 2 layers, 4 heads), Adam at 3e-3, two 
 
     python benchmarks/word_order_toy.py            # about 2 minutes on 2 cores
 
-What it showed (benchmarks/QUALITY.md): the plateau lasts longer the longer the chunks, about in proportion, and
-what a model learns on short chunks does not carry over to long ones: at the start, attention spreads over every
-position, so the signal that points it at the neighbour is diluted by the chunk's length.
+What it showed (benchmarks/QUALITY.md): the plateau lasts longer the longer the chunks, about in proportion: at the
+start, attention spreads over every position, so the signal that points it at the neighbour is diluted by the
+chunk's length.
 """
 
 import argparse

@@ -195,13 +195,9 @@ def main() -> None:
     require_columns(raw["train"], [text_column], "Set --text_column.")
 
     def tokenize_and_pack(batch: dict) -> dict:
-        ids = []
         texts = [text or "" for text in batch[text_column]]
-        for text_ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]:
-            if text_ids:  # blank lines add nothing, not a lone </s>
-                ids += text_ids + [eos]
-        usable = len(ids) // chunk_length * chunk_length
-        return {"input_ids": [ids[start : start + chunk_length] for start in range(0, usable, chunk_length)]}
+        token_ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        return {"input_ids": pack_into_chunks(token_ids, eos, chunk_length)}
 
     def pack(dataset):
         if isinstance(dataset, datasets.IterableDataset):
@@ -274,6 +270,16 @@ def main() -> None:
         with open(os.path.join(training_args.output_dir, "loss_curve.json"), "w") as file:
             json.dump(curve, file, indent=1)
     logger.info("Results: %s", metrics)
+
+
+def pack_into_chunks(token_ids: list[list[int]], eos_token_id: int, chunk_length: int) -> list[list[int]]:
+    """Each text's ids then </s>, joined, cut into chunks of `chunk_length` ids (the last partial one dropped)."""
+    ids = []
+    for text_ids in token_ids:
+        if text_ids:  # blank lines add nothing, not a lone </s>
+            ids += text_ids + [eos_token_id]
+    usable = len(ids) // chunk_length * chunk_length
+    return [ids[start : start + chunk_length] for start in range(0, usable, chunk_length)]
 
 
 class CollatorEpoch(TrainerCallback):
