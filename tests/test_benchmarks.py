@@ -8,11 +8,12 @@ import re
 import subprocess
 import sys
 from types import SimpleNamespace
+from unittest.mock import ANY
 
 import pytest
 from conftest import REPO_ROOT, toy_reviews
 
-from benchmarks import masked_lm_probe, nbsvm_imdb, word_order_toy
+from benchmarks import masked_lm_probe, nbsvm, word_order_toy
 
 SPEED = str(REPO_ROOT / "benchmarks" / "speed.py")
 
@@ -164,17 +165,22 @@ def test_compile_payback_is_the_compilation_over_the_time_each_token_saves():
 
 
 def test_nbsvm_baseline_learns_a_linear_task_and_counts_its_ngrams(tmp_path):
-    """benchmarks/nbsvm_imdb.py on toy reviews (one sentiment word among neutral ones: linearly separable)."""
+    """benchmarks/nbsvm.py on toy reviews (one sentiment word among neutral ones: linearly separable), read as IMDB's
+    files are (gzipped, column `text`) and as SST-2's are (plain, column `sentence`)."""
+    imdb_like, sst2_like = tmp_path / "imdb", tmp_path / "sst2"
+    imdb_like.mkdir(), sst2_like.mkdir()
     for split, count, seed in (("train", 300, 0), ("validation", 100, 1)):
-        rows = toy_reviews(count, seed=seed, text_key="text")
-        with gzip.open(tmp_path / f"{split}.jsonl.gz", "wt") as file:
-            file.writelines(json.dumps(row) + "\n" for row in rows)
-    results = nbsvm_imdb.main(["--data", str(tmp_path)])
+        with gzip.open(imdb_like / f"{split}.jsonl.gz", "wt") as file:
+            file.writelines(json.dumps(row) + "\n" for row in toy_reviews(count, seed=seed, text_key="text"))
+        with open(sst2_like / f"{split}.jsonl", "w") as file:
+            file.writelines(json.dumps(row) + "\n" for row in toy_reviews(count, seed=seed, text_key="sentence"))
+    results = nbsvm.main(["--data", str(imdb_like)])
     assert results["validation_accuracy"] >= 0.95, results
-    assert (results["train_reviews"], results["validation_reviews"]) == (300, 100)
-    grams = set().union(*(nbsvm_imdb.ngrams(row["text"]) for row in toy_reviews(300, seed=0, text_key="text")))
+    assert (results["train_texts"], results["validation_texts"]) == (300, 100)
+    assert nbsvm.main(["--data", str(sst2_like)]) == results | {"seconds": ANY}
+    grams = set().union(*(nbsvm.ngrams(row["text"]) for row in toy_reviews(300, seed=0, text_key="text")))
     assert results["features"] == len(grams)
-    assert nbsvm_imdb.ngrams("A film.<br />Great!") == {
+    assert nbsvm.ngrams("A film.<br />Great!") == {
         "a",
         "film",
         ".",
