@@ -101,6 +101,7 @@ TINY_SENTIMENT = {
     "MAX_TEXTS": "200",  # of each of the three sources of pretraining text
     "STEPS": "4",
     "LENGTH": "64",
+    "BATCH": "32",
     "OMP_NUM_THREADS": "1",
 }
 

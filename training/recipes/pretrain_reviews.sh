@@ -4,32 +4,38 @@
 #
 #   bash training/recipes/pretrain_reviews.sh          # -> runs/recipes/pretrain_reviews/model
 #
-# Expected (benchmarks/QUALITY.md, 2026-11-29): masked-LM loss 6.18 on the held-out reviews with 40 % of the tokens
-# masked (training 6.15 at the end), about 80 minutes of pretraining on an idle 2-core machine (3.9 s a step), 40 s
-# for the text and tokenizer. It predicts a masked token only 0.34 nats better than its frequency in the text
-# (benchmarks/masked_lm_probe.py). SST-2 from it: 78.1 % (a new model: 78.6 %: no gain); IMDB 84.9 % (a new model:
-# 77.8 %). OBJECTIVE=replaced_token_detection NOISE=0.15 STEPS=1100 (ELECTRA, the same wall time): its detector
-# learned nothing at this budget (detection loss at the base rate's 0.396), SST-2 73.9 % (fine-tuned at lr 1e-4).
+# Expected (benchmarks/QUALITY.md, 2026-11-29): masked-LM loss 5.89 on the held-out reviews with 40 % of the tokens
+# masked (training 5.84 at the end), about 61 minutes of pretraining on an idle 2-core machine (2.9 s a step), 20 s
+# for the text and tokenizer. It predicts a masked token 0.82 nats better than its frequency in the text, and 1.26
+# better than with each chunk's words shuffled: it reads word order (benchmarks/masked_lm_probe.py). SST-2 from it:
+# 77.9 % (a new model: 78.6 %: no gain); IMDB 85.4 % (a new model: 77.8 %). LENGTH=256 BATCH=32 (the default until
+# 2026-11-29, the same tokens a step, 80 minutes): 0.34 nats over the frequencies and barely any word order, SST-2
+# 78.1 %, IMDB 84.9 %. OBJECTIVE=replaced_token_detection NOISE=0.15 STEPS=1100 LENGTH=256 BATCH=32 (ELECTRA, the
+# same wall time): its detector learned nothing at this budget (detection loss at the base rate's 0.396), SST-2
+# 73.9 % (fine-tuned at lr 1e-4).
 #
 # Steps: (1) the pretraining text, one review or sentence a row: IMDB's 50,000 unlabelled reviews, the text (not the
 # labels) of its 22,527 training reviews, and pretrain/corpus.txt (Multi30k and SST-2 sentences); the first 500
 # validation reviews' text for a held-out loss; (2) a byte-level BPE of 16,000 tokens on that text, lower-cased
 # and with `<br />` read as a space (SST-2 is lower-cased, IMDB is not: one vocabulary serves both); (3) masked-LM
-# pretraining of a d_model-256, 4-layer encoder (the decoder is frozen, see training/pretrain.py) on chunks of 256
-# tokens, 32 a step, 40 % of them masked (BERT's 15 % gives a third of the signal a step: it measured 74.9 % on
-# SST-2, no gain), without dropout (less than one epoch: nothing to regularise; fine-tuning puts 0.1 back).
+# pretraining of a d_model-256, 4-layer encoder (the decoder is frozen, see training/pretrain.py) on chunks of 128
+# tokens, 64 a step (on chunks of 256 it had barely begun on word order after as many tokens: attention finds its
+# neighbours later in longer chunks, benchmarks/word_order_toy.py), 40 % of them masked (BERT's 15 % gives a third
+# of the signal a step: it measured 74.9 % on SST-2, no gain), without dropout (less than one epoch: nothing to
+# regularise; fine-tuning puts 0.1 back).
 # Every size can be set from the environment; the CI test runs this script at a tiny size.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data}
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/recipes/pretrain_reviews}
-STEPS=${STEPS:-1250}            # 1250 x 32 x 256 = 10M tokens, about half of the text; ~3.9 s a step here
+STEPS=${STEPS:-1250}            # 1250 x 64 x 128 = 10M tokens, about half of the text; ~2.9 s a step here
 OBJECTIVE=${OBJECTIVE:-masked_lm}  # or replaced_token_detection (ELECTRA; a 1-layer generator)
 NOISE=${NOISE:-0.4}             # the fraction of tokens masked (BERT and ELECTRA: 0.15)
 VOCAB=${VOCAB:-16000}
 MODEL=${MODEL:-d_model=256,encoder_layers=4,decoder_layers=4,encoder_attention_heads=4,decoder_attention_heads=4,encoder_ffn_dim=1024,decoder_ffn_dim=1024}
-LENGTH=${LENGTH:-256}           # tokens a chunk; IMDB reviews average about 300
+LENGTH=${LENGTH:-128}           # tokens a chunk (IMDB reviews average about 300; sentiment.sh reads 256 of them)
+BATCH=${BATCH:-64}              # chunks a step
 MAX_TEXTS=${MAX_TEXTS:-}        # keep only this many texts of each source (the CI test's tiny size)
 TRAIN_FLAGS=(${TRAIN_FLAGS:-})  # more flags for pretrain.py
 mkdir -p "$OUT"
@@ -66,7 +72,7 @@ timed pretrain $PY training/pretrain.py --objective "$OBJECTIVE" \
     --tokenizer_name "$OUT/tokenizer" --max_seq_length "$LENGTH" \
     --config_overrides "$MODEL,normalize_before=true,max_position_embeddings=512,dropout=0.0" \
     --noise_density "$NOISE" --output_dir "$OUT/model" --overwrite_output_dir \
-    --max_steps "$STEPS" --per_device_train_batch_size 32 --per_device_eval_batch_size 32 \
+    --max_steps "$STEPS" --per_device_train_batch_size "$BATCH" --per_device_eval_batch_size 32 \
     --learning_rate 1e-3 --warmup_steps 100 --lr_scheduler_type linear --adam_beta2 0.98 --weight_decay 0.01 \
     --eval_strategy steps --eval_steps 250 --save_strategy steps --save_steps 250 --save_total_limit 1 \
     --logging_steps 25 --use_cpu --report_to none --disable_tqdm true --seed 0 "${TRAIN_FLAGS[@]}"
