@@ -15,7 +15,8 @@
 # TRAIN_FLAGS="--num_train_epochs 2", 77.7 % and 80.1 % (20 min each); 71.5 % through LoRA on the previous
 # checkpoint (18 min; on this one, TRAIN_FLAGS="--learning_rate 3e-3": 69.5 %, 15 min). IMDB 85.4 % from the
 # checkpoint, 77.8 % from a new model (20 min each); with TRUNCATE=end and the previous checkpoint 82.8 % (a new model
-# 78.7 %), 80.4 % through LoRA (42 min). Short of the goals (86 %, 91 %, LoRA within 2 points of full fine-tuning). The numbers land in $OUT/all_results.json.
+# 78.7 %), 80.4 % through LoRA (42 min). Short of the goals (86 %, 91 %, LoRA within 2 points of full fine-tuning).
+# The numbers land in $OUT/all_results.json.
 #
 # SST-2 (59,452 phrases and sentences, about 10 tokens each): 1 epoch of 32 (1,858 steps), texts up to 128 tokens,
 # lr 3e-4. IMDB (22,527 reviews, about 300 tokens each): 1 epoch of 32, batches grouped by length, 256 tokens of each
