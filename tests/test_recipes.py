@@ -80,6 +80,8 @@ def test_multi30k_recipe_trains_averages_evaluates_and_pushes(hub, tmp_path):
     model = AutoModelForSeq2SeqLM.from_pretrained(out / "averaged")
     tokenizer = AutoTokenizer.from_pretrained(out / "averaged")
     assert len(tokenizer) <= model.config.vocab_size == 400
+    # The model that gets pushed decodes as it was evaluated: 5 beams (the package's default is the paper's 4).
+    assert model.generation_config.num_beams == 5
 
     # The evaluation runs trained nothing: their results hold evaluation numbers only, of the 8 validation pairs
     # (all of which the samples file holds) decoded with 5 beams, and the printed summary quotes them.
