@@ -42,8 +42,8 @@ timed tokenizer $PY training/train_tokenizer.py --train_file "$DATA/multi30k/tra
 # 2. Training. Pre-LN with Xavier initialisation trains at a high peak rate (3e-3) after a short warmup; the rate
 #    then falls linearly to 0 at the last step (inverse-sqrt decay, which still left half the peak rate at the end,
 #    gave 1.7 BLEU less from the last checkpoint at 14 epochs). Dropout 0.2 on sub-layer outputs, 0.1 on attention
-#    weights and in the feed-forward (the model sees each pair 20 times); label smoothing 0.1 as in the paper. Batches group
-#    pairs of similar length, so little of each is padding. Evaluation each epoch is the loss only (cheap); the
+#    weights and in the feed-forward (the model sees each pair 20 times); label smoothing 0.1 as in the paper.
+#    Batches group pairs of similar length, so little of each is padding. Evaluation each epoch is the loss only (cheap); the
 #    checkpoints keep the weights alone (no optimizer state), the last $AVERAGE of them.
 timed train $PY training/finetune_translation.py "${COMMON[@]}" \
     --train_file "$DATA/multi30k/train.jsonl" --tokenizer_name "$OUT/tokenizer" \
