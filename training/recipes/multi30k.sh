@@ -6,7 +6,8 @@
 #
 # Expected (benchmarks/QUALITY.md, 2026-11-29): validation sacreBLEU (13a, cased, detokenized, beam 5) 38.0 EN->DE
 # (54 min of wall time on 2 cores; 37.9 from the last checkpoint alone); with TRAIN_FLAGS="--seed 1", 39.0 (39.1):
-# a seed moves it by about a point. The numbers land in $OUT/averaged_eval/all_results.json. Until 2026-11-29 (14 epochs, inverse-sqrt decay): 36.3 EN->DE, 40.5 DE->EN.
+# a seed moves it by about a point. The numbers land in $OUT/averaged_eval/all_results.json. Until 2026-11-29
+# (14 epochs, inverse-sqrt decay): 36.3 EN->DE, 40.5 DE->EN.
 #
 # Steps: (1) a joint byte-level BPE vocabulary of 8000 tokens on both sides of the training pairs; (2) a
 # "Transformer-tiny" (d_model 128, 4+4 layers, 4 heads, ffn 256, pre-LN, all embeddings shared) trained for
@@ -43,8 +44,8 @@ timed tokenizer $PY training/train_tokenizer.py --train_file "$DATA/multi30k/tra
 #    then falls linearly to 0 at the last step (inverse-sqrt decay, which still left half the peak rate at the end,
 #    gave 1.7 BLEU less from the last checkpoint at 14 epochs). Dropout 0.2 on sub-layer outputs, 0.1 on attention
 #    weights and in the feed-forward (the model sees each pair 20 times); label smoothing 0.1 as in the paper.
-#    Batches group pairs of similar length, so little of each is padding. Evaluation each epoch is the loss only (cheap); the
-#    checkpoints keep the weights alone (no optimizer state), the last $AVERAGE of them.
+#    Batches group pairs of similar length, so little of each is padding. Evaluation each epoch is the loss only
+#    (cheap); the checkpoints keep the weights alone (no optimizer state), the last $AVERAGE of them.
 timed train $PY training/finetune_translation.py "${COMMON[@]}" \
     --train_file "$DATA/multi30k/train.jsonl" --tokenizer_name "$OUT/tokenizer" \
     --config_overrides "$MODEL,normalize_before=true,dropout=0.2,attention_dropout=0.1,activation_dropout=0.1,label_smoothing=0.1" \
