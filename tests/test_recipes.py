@@ -124,6 +124,7 @@ def test_sentiment_recipes_pretrain_then_fine_tune_fully_from_scratch_and_with_l
     assert tokenizer.decode(tokenizer("A <br /><br />Great film")["input_ids"], skip_special_tokens=True) == (
         "a   great film"
     )  # lower-cased, and each <br /> read as a space, by the saved normalizer
+    assert tokenizer("it does n't work , it 's bad .").input_ids == tokenizer("It doesn't work, it's bad.").input_ids
     results = json.loads((pretrained / "model" / "all_results.json").read_text())
     assert f"held-out reviews {results['eval_loss']:.3f}" in completed.stdout
     # One checkpoint both Auto classes load: the seq2seq model with nothing missing, the classifier's encoder.

@@ -166,6 +166,33 @@ def test_lowercase_and_html_line_breaks_options_live_in_the_saved_normalizer(tmp
     assert plain.decode(plain.encode(review).ids, skip_special_tokens=True) == review
 
 
+@pytest.mark.parametrize(
+    ("treebank", "raw"),
+    [
+        ("it does n't work , and it 's bad .", "it doesn't work, and it's bad."),
+        ("they 're sure i 've , we 'll , you 'd , i 'm", "they're sure i've, we'll, you'd, i'm"),
+        ("wo n't ; ca n't : fine ! really ?", "won't; can't: fine! really?"),
+        ("a `` gem '' ( maybe ) costs $ 5 , 90 %", 'a "gem" (maybe) costs $5, 90%'),
+    ],
+)
+def test_join_ptb_tokens_reads_treebank_text_as_raw_text_writes_it(treebank, raw):
+    """SST-2 is split the Penn Treebank way, IMDB is raw: with the option, both spellings normalize to the raw one,
+    so a vocabulary trained on reviews reads SST-2's `does n't` as the `doesn't` it learned."""
+    normalizer = tt.build_normalizer(join_ptb_tokens=True)
+    assert normalizer.normalize_str(treebank) == raw
+    assert normalizer.normalize_str(raw) == raw  # raw text is left as it is
+    assert tt.build_normalizer().normalize_str(treebank) == treebank  # off by default: exact round trip
+
+
+def test_join_ptb_tokens_lives_in_the_saved_tokenizer(tmp_path):
+    texts = corpus(count=200) + ["It doesn't work, it's bad."] * 20
+    normalizer = tt.build_normalizer(lowercase=True, join_ptb_tokens=True)
+    backend = tt.train_tokenizer(iter(texts), "bpe", VOCAB_SIZE, normalizer=normalizer)
+    tt.to_transformers(backend).save_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert tokenizer("it does n't work , it 's bad .").input_ids == tokenizer("It doesn't work, it's bad.").input_ids
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Choosing text columns
 # ---------------------------------------------------------------------------------------------------------------

@@ -37,7 +37,11 @@ Both normalize with NFKC only: case and accents are kept, and compatibility char
 is exact for text that is already NFKC, which ordinary English and German prose is. Two options add to the
 normalizer, for text classification, where the round trip does not matter: `--lowercase` (SST-2 is lower-cased;
 one vocabulary then serves it and cased IMDB reviews) and `--html_line_breaks_to_spaces` (IMDB's reviews hold raw
-`<br />` tags, which would otherwise take a token or two each, about 4 a review). The normalizer is saved with the
+`<br />` tags, which would otherwise take a token or two each, about 4 a review), and `--join_ptb_tokens`: SST-2 is
+split the Penn Treebank way (`does n't`, `it 's`, `great , but`, ``` `` a gem '' ```), where raw text such as IMDB's
+writes `doesn't`, `it's`, `great, but`, `"a gem"`; byte-level BPE reads the two spellings as different tokens
+(`Ġn 't` against `'t`, `Ġ' s` against `'s`, `Ġ,` against `,`), so what a model learns about one does not carry to
+the other. The option rejoins the clitics and punctuation before anything is split. The normalizer is saved with the
 tokenizer, so fine-tuning and inference normalize exactly as training did.
 
 Special tokens have fixed ids, those that `ScratchTransformerConfig` defaults to: `<pad>` = 0 (`pad_token_id`),
@@ -132,6 +136,13 @@ class TokenizerArguments:
     lowercase: bool = field(default=False, metadata={"help": "Lower-case every text (in the saved normalizer)."})
     html_line_breaks_to_spaces: bool = field(
         default=False, metadata={"help": "Read HTML line breaks (`<br />`, `<br>`) as spaces (saved normalizer)."}
+    )
+    join_ptb_tokens: bool = field(
+        default=False,
+        metadata={
+            "help": "Rejoin Penn Treebank tokenization as raw text writes it: `does n't` -> `doesn't`, `it 's` -> "
+            "`it's`, `a , b .` -> `a, b.`, ``` `` ``` and `''` -> `\"` (saved normalizer; for SST-2 beside raw text)."
+        },
     )
 
     def __post_init__(self):
@@ -271,13 +282,27 @@ def text_iterator(
 # -----------------------------------------------------------------------------------------------------------------
 
 
-def build_normalizer(lowercase: bool = False, html_line_breaks_to_spaces: bool = False) -> normalizers.Normalizer:
-    """NFKC, then the options: `<br />` -> " ", lower case."""
+# Penn Treebank tokenization (SST-2's) puts a space before clitics and closing punctuation and after opening
+# brackets, and writes quotes as `` and ''. These patterns remove what raw text would not have.
+SPACE_BEFORE_CLITIC_OR_CLOSING_PUNCTUATION = r"(?i) (?=n't\b|'(?:s|re|ve|ll|d|m)\b|[.,!?;:%)\]}])"
+SPACE_AFTER_OPENING_BRACKET = r"(?<=[(\[{$]) "
+
+
+def build_normalizer(
+    lowercase: bool = False, html_line_breaks_to_spaces: bool = False, join_ptb_tokens: bool = False
+) -> normalizers.Normalizer:
+    """NFKC, then the options: `<br />` -> " ", lower case, Penn Treebank tokens rejoined."""
     steps = [normalizers.NFKC()]
     if html_line_breaks_to_spaces:
         steps.append(normalizers.Replace(Regex(r"(?i)<br\s*/?>"), " "))
     if lowercase:
         steps.append(normalizers.Lowercase())
+    if join_ptb_tokens:
+        steps += [
+            normalizers.Replace(Regex(r"`` ?| ?''"), '"'),
+            normalizers.Replace(Regex(SPACE_BEFORE_CLITIC_OR_CLOSING_PUNCTUATION), ""),
+            normalizers.Replace(Regex(SPACE_AFTER_OPENING_BRACKET), ""),
+        ]
     return steps[0] if len(steps) == 1 else normalizers.Sequence(steps)
 
 
@@ -381,7 +406,9 @@ def main(argv: list[str] | None = None) -> PreTrainedTokenizerFast:
         tokenizer_args.vocab_size,
         tokenizer_args.min_frequency,
         tokenizer_args.num_sentinel_tokens,
-        build_normalizer(tokenizer_args.lowercase, tokenizer_args.html_line_breaks_to_spaces),
+        build_normalizer(
+            tokenizer_args.lowercase, tokenizer_args.html_line_breaks_to_spaces, tokenizer_args.join_ptb_tokens
+        ),
     )
     tokenizer = to_transformers(backend, tokenizer_args.num_sentinel_tokens, tokenizer_args.model_max_length)
     tokenizer.save_pretrained(tokenizer_args.output_dir)

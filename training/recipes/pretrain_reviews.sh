@@ -16,8 +16,9 @@
 #
 # Steps: (1) the pretraining text, one review or sentence a row: IMDB's 50,000 unlabelled reviews, the text (not the
 # labels) of its 22,527 training reviews, and pretrain/corpus.txt (Multi30k and SST-2 sentences); the first 500
-# validation reviews' text for a held-out loss; (2) a byte-level BPE of 16,000 tokens on that text, lower-cased
-# and with `<br />` read as a space (SST-2 is lower-cased, IMDB is not: one vocabulary serves both); (3) masked-LM
+# validation reviews' text for a held-out loss; (2) a byte-level BPE of 16,000 tokens on that text, lower-cased,
+# with `<br />` read as a space and SST-2's Penn Treebank tokens rejoined (`does n't` -> `doesn't`, `it 's` ->
+# `it's`, `good .` -> `good.`): SST-2 is lower-cased and split, IMDB is not; one vocabulary reads both alike; (3) masked-LM
 # pretraining of a d_model-256, 4-layer encoder (the decoder is frozen, see training/pretrain.py) on chunks of 128
 # tokens, 64 a step (on chunks of 256 it had barely begun on word order after as many tokens: attention finds its
 # neighbours later in longer chunks, benchmarks/word_order_toy.py), 40 % of them masked (BERT's 15 % gives a third
@@ -63,7 +64,7 @@ PY
 # 2. The vocabulary (about 2 minutes).
 timed tokenizer $PY training/train_tokenizer.py --train_file "$OUT/text_train.jsonl" --text_columns text \
     --output_dir "$OUT/tokenizer" --vocab_size "$VOCAB" --num_sentinel_tokens 0 \
-    --lowercase --html_line_breaks_to_spaces
+    --lowercase --html_line_breaks_to_spaces --join_ptb_tokens
 
 # 3. Masked-LM pretraining. Pre-LN trains at 1e-3 after a short warmup; the rate then falls linearly to 0. The
 #    loss on the held-out reviews is measured every 250 steps; a checkpoint (resumable) every 250 steps too.
