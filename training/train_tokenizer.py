@@ -34,9 +34,9 @@ Two subword models (`--tokenizer_type`):
 
 Both normalize with NFKC only: case and accents are kept, and compatibility characters are folded ("…" -> "...",
 "²" -> "2", full-width letters -> ASCII). So the round trip `decode(encode(text), skip_special_tokens=True) == text`
-is exact for text that is already NFKC, which ordinary English and German prose is. Two options add to the
+is exact for text that is already NFKC, which ordinary English and German prose is. Three options add to the
 normalizer, for text classification, where the round trip does not matter: `--lowercase` (SST-2 is lower-cased;
-one vocabulary then serves it and cased IMDB reviews) and `--html_line_breaks_to_spaces` (IMDB's reviews hold raw
+one vocabulary then serves it and cased IMDB reviews), `--html_line_breaks_to_spaces` (IMDB's reviews hold raw
 `<br />` tags, which would otherwise take a token or two each, about 4 a review), and `--join_ptb_tokens`: SST-2 is
 split the Penn Treebank way (`does n't`, `it 's`, `great , but`, ``` `` a gem '' ```), where raw text such as IMDB's
 writes `doesn't`, `it's`, `great, but`, `"a gem"`; byte-level BPE reads the two spellings as different tokens
@@ -141,7 +141,7 @@ class TokenizerArguments:
         default=False,
         metadata={
             "help": "Rejoin Penn Treebank tokenization as raw text writes it: `does n't` -> `doesn't`, `it 's` -> "
-            "`it's`, `a , b .` -> `a, b.`, ``` `` ``` and `''` -> `\"` (saved normalizer; for SST-2 beside raw text)."
+            "`it's`, `a , b .` -> `a, b.`, `` and '' -> \" (saved normalizer; for SST-2 beside raw text)."
         },
     )
 
