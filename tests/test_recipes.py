@@ -135,13 +135,19 @@ def test_sentiment_recipes_pretrain_then_fine_tune_fully_from_scratch_and_with_l
     for task, starts in (("sst2", every_start), ("imdb", every_start[:1])):  # IMDB: its files and its lengths
         for init, peft in starts:
             out = tmp_path / f"{task}_{init}{peft}"
+            # CONFIG changes the fine-tuning's config (the recipe's default: dropout=0.1).
+            config = "dropout=0.3,classifier_pooling=first" if init == "scratch" else "dropout=0.1"
             completed = subprocess.run(
                 ["bash", REPO_ROOT / "training" / "recipes" / "sentiment.sh"],
                 capture_output=True, text=True, timeout=600,
-                env={**env, "TASK": task, "INIT": init, "PEFT": peft, "OUT": str(out),
+                env={**env, "TASK": task, "INIT": init, "PEFT": peft, "OUT": str(out), "CONFIG": config,
                      "TRAIN_FLAGS": "--max_train_samples 64 --max_eval_samples 32 --eval_steps 1"},
             )  # fmt: skip
             assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+            if not peft:  # (a LoRA run saves the adapter's config; its base is the checkpoint)
+                saved = json.loads((out / "config.json").read_text())
+                expected = dict(item.split("=") for item in config.split(","))
+                assert {key: str(saved[key]) for key in expected} == expected, saved
             runs[task, init, peft] = json.loads((out / "all_results.json").read_text())
             assert f"validation accuracy {100 * runs[task, init, peft]['eval_accuracy']:.2f} %" in completed.stdout
             assert (tmp_path / f"{out.name}_curves.svg").read_text().startswith("<svg")
