@@ -37,10 +37,10 @@ from training.adapters import add_adapter
 from training.arguments import DataArguments, ModelArguments, OutputDirArguments, PeftArguments, parse_arguments
 from training.atomic_checkpoints import AtomicTrainer
 from training.data import drop_rows_without_text, load_raw_datasets, require_columns, tokenize_splits
-from training.launch import check_processes_see_each_other
+from training.launch import start_run
 from training.model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
-from training.output_dir import checkpoint_to_resume, refuse_used_output_dir_or_delete_its_checkpoints, save_results
-from training.push_to_hub import check_hub_token, push_trainer_run
+from training.output_dir import save_results
+from training.push_to_hub import push_trainer_run
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +71,7 @@ def main() -> None:
         ModelArguments, DataArguments, SentimentArguments, PeftArguments, OutputDirArguments, TrainingArguments
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    check_processes_see_each_other(training_args.world_size)
-    if training_args.world_size > 1 and training_args.ddp_find_unused_parameters is None:
-        training_args.ddp_find_unused_parameters = False  # every parameter gets a gradient: skip DDP's search
-    resume_from = checkpoint_to_resume(training_args.output_dir, training_args.resume_from_checkpoint)
-    if resume_from is None:
-        refuse_used_output_dir_or_delete_its_checkpoints(training_args.output_dir, output_args.overwrite_output_dir)
-    if training_args.push_to_hub:
-        check_hub_token(training_args.hub_token)
+    resume_from = start_run(training_args, output_args.overwrite_output_dir)
     set_seed(training_args.seed)
 
     # 1. Data: find the text and label columns, and the classes.

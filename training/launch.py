@@ -1,8 +1,28 @@
-"""The check that the processes a launcher started form one process group. Processes that do not would each train
-alone and write one --output_dir; one process started where several were asked for trains another global batch
-than the one asked for, without a word."""
+"""How a training script's run starts (`start_run`): its processes form one process group, its --output_dir holds
+the run it resumes or none, and a run that will push has a Hub token, all checked before any data is read.
+
+Processes that do not form one group would each train alone and write one --output_dir; one process started where
+several were asked for trains another global batch than the one asked for, without a word."""
 
 import os
+
+from transformers import TrainingArguments
+
+from training.output_dir import checkpoint_to_resume, refuse_used_output_dir_or_delete_its_checkpoints
+from training.push_to_hub import check_hub_token
+
+
+def start_run(training_args: TrainingArguments, overwrite_output_dir: bool) -> str | None:
+    """Check the run before it reads any data; the checkpoint it resumes from, or None for a new run."""
+    check_processes_see_each_other(training_args.world_size)
+    if training_args.world_size > 1 and training_args.ddp_find_unused_parameters is None:
+        training_args.ddp_find_unused_parameters = False  # every parameter gets a gradient: skip DDP's search
+    resume_from = checkpoint_to_resume(training_args.output_dir, training_args.resume_from_checkpoint)
+    if resume_from is None:
+        refuse_used_output_dir_or_delete_its_checkpoints(training_args.output_dir, overwrite_output_dir)
+    if training_args.push_to_hub:
+        check_hub_token(training_args.hub_token)
+    return resume_from
 
 
 def check_processes_see_each_other(world_size: int) -> None:

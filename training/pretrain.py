@@ -75,10 +75,10 @@ from hf_scratch_transformer.modeling_scratch_transformer import ScratchTransform
 from training.arguments import DataArguments, ModelArguments, OutputDirArguments, parse_arguments
 from training.atomic_checkpoints import AtomicTrainer, require_trainer_methods
 from training.data import column_names, load_raw_datasets, require_columns
-from training.launch import check_processes_see_each_other
+from training.launch import start_run
 from training.model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
-from training.output_dir import checkpoint_to_resume, refuse_used_output_dir_or_delete_its_checkpoints, save_results
-from training.push_to_hub import check_hub_token, push_trainer_run
+from training.output_dir import save_results
+from training.push_to_hub import push_trainer_run
 
 logger = logging.getLogger(__name__)
 
@@ -141,14 +141,7 @@ def main() -> None:
         ModelArguments, DataArguments, PretrainArguments, OutputDirArguments, TrainingArguments
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    check_processes_see_each_other(training_args.world_size)
-    if training_args.world_size > 1 and training_args.ddp_find_unused_parameters is None:
-        training_args.ddp_find_unused_parameters = False  # every parameter gets a gradient: skip DDP's search
-    resume_from = checkpoint_to_resume(training_args.output_dir, training_args.resume_from_checkpoint)
-    if resume_from is None:
-        refuse_used_output_dir_or_delete_its_checkpoints(training_args.output_dir, output_args.overwrite_output_dir)
-    if training_args.push_to_hub:
-        check_hub_token(training_args.hub_token)
+    resume_from = start_run(training_args, output_args.overwrite_output_dir)
     if pretrain_args.streaming and training_args.max_steps <= 0:
         raise SystemExit(
             "--streaming reads the text as a stream of unknown length, so the Trainer cannot tell how many steps "
