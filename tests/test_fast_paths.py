@@ -188,3 +188,30 @@ def test_trainer_with_torch_compile_follows_the_eager_loss_curve(tmp_path):
         losses[compile_model] = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert len(losses[True]) == 4 and losses[True][-1] < losses[True][0]  # it trained
     assert losses[True] == pytest.approx(losses[False], abs=1e-4), losses
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# No host sync in a decoding step (a GPU's: the CPU has none to count)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: a host sync exists only there")
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_a_decoding_step_on_a_gpu_reads_nothing_back_to_the_host(attn_implementation):
+    """The checks that read a tensor back (ids inside the vocabulary, a mask without padding) run where the data
+    enters, the first call; the steps after it queue their kernels without waiting for the GPU."""
+    model = make_model(attn_implementation).cuda()
+    input_ids, attention_mask, _ = (tensor.cuda() for tensor in random_batch(batch_size=3, source_length=9))
+    with torch.no_grad():
+        encoder_outputs = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+        step = dict(encoder_outputs=encoder_outputs, attention_mask=attention_mask, use_cache=True)
+        start = torch.full((3, 1), model.config.decoder_start_token_id, device="cuda")
+        output = model(decoder_input_ids=start, **step)  # the first call may check what comes in
+        torch.cuda.set_sync_debug_mode("error")  # from here, a read-back raises
+        try:
+            for _ in range(4):
+                next_tokens = output.logits[:, -1:].argmax(-1)  # (B, 1)
+                output = model(decoder_input_ids=next_tokens, past_key_values=output.past_key_values, **step)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert output.past_key_values.get_seq_length() == 5
