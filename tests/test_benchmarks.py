@@ -11,9 +11,11 @@ from types import SimpleNamespace
 from unittest.mock import ANY
 
 import pytest
-from conftest import REPO_ROOT, toy_reviews
+import torch
+from conftest import REPO_ROOT, tiny_config, toy_reviews, word_level_tokenizer
 
-from benchmarks import masked_lm_probe, nbsvm, word_order_toy
+from benchmarks import masked_lm_probe, nbsvm, sentiment_errors, word_order_toy
+from hf_scratch_transformer import ScratchTransformerForSequenceClassification
 
 SPEED = str(REPO_ROOT / "benchmarks" / "speed.py")
 
@@ -191,6 +193,48 @@ def test_nbsvm_baseline_learns_a_linear_task_and_counts_its_ngrams(tmp_path):
         ". great",
         "great !",
     }
+
+
+def test_sentiment_errors_slices_texts_by_length_and_by_contrast_words():
+    texts = ["good", "a good film", "dull , but well acted", "not bad at all , though slow", "fine. However, long"]
+    masks = sentiment_errors.slices(texts)
+    # Lengths in words 1, 3, 5, 7, 5 (punctuation counts): the thirds cut at 3.67 and 5.
+    assert masks["short"].tolist() == [True, True, False, False, False]
+    assert masks["middle"].tolist() == [False, False, True, False, True]
+    assert masks["long"].tolist() == [False, False, False, True, False]
+    assert masks["contrast"].tolist() == [False, False, True, True, True]
+    assert (masks["contrast"] ^ masks["no contrast"]).all() and masks["all"].all()
+    accuracy = sentiment_errors.accuracy_by_slice(torch.tensor([1, 0, 1, 1, 0]), torch.tensor([1, 1, 1, 0, 0]), masks)
+    assert accuracy == {"all": 0.6, "short": 0.5, "middle": 1.0, "long": 0.0, "contrast": 0.6667, "no contrast": 0.5}
+
+
+def test_sentiment_errors_scores_checkpoints_beside_the_linear_baseline(tmp_path):
+    """A tiny classifier's accuracy per slice is its own predictions' (a head biased to one class is right on
+    exactly the texts of that class), and NB-LR's overall accuracy is benchmarks/nbsvm.py's."""
+    data = tmp_path / "sst2"
+    data.mkdir()
+    for split, count, seed in (("train", 300, 0), ("validation", 60, 1)):
+        with open(data / f"{split}.jsonl", "w") as file:
+            file.writelines(json.dumps(row) + "\n" for row in toy_reviews(count, seed, (1, 8)))
+    words = sorted({word for row in toy_reviews(300, 0, (1, 8)) for word in row["sentence"].split()})
+    model = ScratchTransformerForSequenceClassification(tiny_config(vocab_size=5 + len(words), num_labels=2))
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.tensor([0.0, 100.0]))  # always "positive"
+    model.save_pretrained(tmp_path / "model")
+    word_level_tokenizer(words, append_eos=True).save_pretrained(tmp_path / "model")
+
+    results = sentiment_errors.main(["--data", str(data), "--models", str(tmp_path / "model")])
+    validation = toy_reviews(60, 1, (1, 8))
+    labels, masks = (
+        torch.tensor([row["label"] for row in validation]),
+        sentiment_errors.slices([row["sentence"] for row in validation]),
+    )
+    assert results["accuracy"][str(tmp_path / "model")] == sentiment_errors.accuracy_by_slice(
+        torch.ones(60, dtype=torch.long), labels, masks
+    )
+    assert results["accuracy"]["NB-LR"]["all"] == round(nbsvm.main(["--data", str(data)])["validation_accuracy"], 4)
+    assert results["texts"]["all"] == 60 and results["texts"]["long"] > 0  # no contrast words: that slice is empty
+    assert results["accuracy"]["NB-LR"]["contrast"] is None
 
 
 def test_masked_lm_probe_tells_word_order_from_word_frequency():

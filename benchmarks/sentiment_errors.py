@@ -1,0 +1,110 @@
+"""Where a fine-tuned sentiment classifier loses to the linear baseline: validation accuracy by length (thirds of the
+texts by their words) and on the texts that turn on a contrast word ("good acting, but a dull plot"), for each
+checkpoint given, beside NB-LR (benchmarks/nbsvm.py) trained on the same split. A few seconds for SST-2's 1,000
+sentences on one core.
+
+    python benchmarks/sentiment_errors.py --data ../shared/data/sst2 \\
+        --models runs/recipes/sst2_pretrained runs/recipes/sst2_scratch
+
+A model that composes a sentence loses little on the long ones and the contrasts, where a bag of word pairs cannot
+see which half of the sentence carries the verdict.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if not __package__:  # `python benchmarks/sentiment_errors.py`: import from this checkout, installed or not
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
+from benchmarks import nbsvm
+from training.finetune_sentiment import keep_head_and_tail
+
+CONTRAST_WORDS = {"but", "though", "although", "yet", "however"}
+
+
+def slices(texts: list[str]) -> dict[str, torch.Tensor]:
+    """(texts,) boolean masks: all; short, middle, long (thirds by the number of words, ties to the shorter); with
+    and without a contrast word."""
+    words = [nbsvm.TOKEN.findall(text.lower()) for text in texts]
+    lengths = torch.tensor([len(text_words) for text_words in words], dtype=torch.float)
+    first_cut, second_cut = torch.quantile(lengths, torch.tensor([1 / 3, 2 / 3])).tolist()
+    contrast = torch.tensor([not CONTRAST_WORDS.isdisjoint(text_words) for text_words in words])
+    return {
+        "all": torch.ones(len(texts), dtype=torch.bool),
+        "short": lengths <= first_cut,
+        "middle": (lengths > first_cut) & (lengths <= second_cut),
+        "long": lengths > second_cut,
+        "contrast": contrast,
+        "no contrast": ~contrast,
+    }
+
+
+def accuracy_by_slice(predictions: torch.Tensor, labels: torch.Tensor, masks: dict[str, torch.Tensor]) -> dict:
+    correct = (predictions == labels).float()
+    return {name: round(correct[mask].mean().item(), 4) if mask.any() else None for name, mask in masks.items()}
+
+
+def classify(model_path: str, texts: list[str], max_length: int, truncate: str, batch_size: int) -> torch.Tensor:
+    """(texts,) predicted class ids, each text truncated as finetune_sentiment.py's --truncate does."""
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path).eval()
+    predictions = []
+    for start in range(0, len(texts), batch_size):
+        batch_texts = texts[start : start + batch_size]
+        if truncate == "end":
+            encoded = tokenizer(batch_texts, max_length=max_length, truncation=True)["input_ids"]
+        else:
+            encoded = [
+                keep_head_and_tail(ids, max_length) for ids in tokenizer(batch_texts, verbose=False)["input_ids"]
+            ]
+        batch = tokenizer.pad({"input_ids": encoded}, return_tensors="pt")
+        with torch.no_grad():
+            predictions.append(model(**batch).logits.argmax(-1))
+    return torch.cat(predictions)
+
+
+def nb_lr_predictions(train_texts, train_labels, texts) -> torch.Tensor:
+    vocabulary = {}
+    for text in train_texts:
+        for gram in nbsvm.ngrams(text):
+            vocabulary.setdefault(gram, len(vocabulary))
+    ratios, weights, bias = nbsvm.train_nb_lr(nbsvm.features(train_texts, vocabulary), torch.tensor(train_labels))
+    return (nbsvm.times(nbsvm.features(texts, vocabulary), weights * ratios) + bias > 0).long()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/sst2"), help="train and validation files")
+    parser.add_argument("--models", nargs="*", default=[], help="fine-tuned sequence-classification checkpoints")
+    parser.add_argument("--max_length", type=int, default=128, help="as the fine-tuning's --max_source_length")
+    parser.add_argument("--truncate", choices=["end", "middle"], default="end", help="as the fine-tuning's")
+    parser.add_argument("--batch_size", type=int, default=64)
+    args = parser.parse_args(argv)
+    train_texts, train_labels = nbsvm.read_split(args.data, "train")
+    texts, labels = nbsvm.read_split(args.data, "validation")
+    labels, masks = torch.tensor(labels), slices(texts)
+    predictions = {"NB-LR": nb_lr_predictions(train_texts, train_labels, texts)}
+    for model_path in args.models:
+        predictions[model_path] = classify(model_path, texts, args.max_length, args.truncate, args.batch_size)
+    results = {
+        "texts": {name: int(mask.sum()) for name, mask in masks.items()},
+        "accuracy": {name: accuracy_by_slice(predicted, labels, masks) for name, predicted in predictions.items()},
+    }
+    width = max(map(len, predictions))
+    print(f"{'validation accuracy':<{width}}" + "".join(f"{name:>13}" for name in masks))
+    print(f"{'(texts)':<{width}}" + "".join(f"{count:>13}" for count in results["texts"].values()))
+    for name, accuracies in results["accuracy"].items():
+        cells = (f"{100 * value:>12.1f}%" if value is not None else f"{'-':>13}" for value in accuracies.values())
+        print(f"{name:<{width}}" + "".join(cells))
+    print(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
