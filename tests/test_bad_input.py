@@ -216,11 +216,12 @@ def test_config_overrides_that_shape_weights_are_refused_on_a_checkpoint(files, 
         "--output_dir", tmp_path / "run", *COMMON_FLAGS,
     )  # fmt: skip
     assert "--config_overrides d_model: a checkpoint (--model_name_or_path) keeps the config" in code
-    assert "only dropout, attention_dropout, activation_dropout, classifier_dropout, label_smoothing can" in code
+    assert "only dropout, attention_dropout, activation_dropout, classifier_dropout, label_smoothing, " in code
 
 
-def test_a_checkpoint_is_fine_tuned_with_the_dropout_asked_for(files, tmp_path):
-    """Dropout shapes no weight: a checkpoint pretrained without it can be fine-tuned with it."""
+def test_a_checkpoint_is_fine_tuned_with_the_dropout_and_pooling_asked_for(files, tmp_path):
+    """Dropout and pooling shape no weight: a checkpoint pretrained without dropout can be fine-tuned with it, and
+    its classifier can pool the first token."""
     from training.arguments import ModelArguments
     from training.model_loading import load_model, load_tokenizer
 
@@ -229,10 +230,14 @@ def test_a_checkpoint_is_fine_tuned_with_the_dropout_asked_for(files, tmp_path):
     model_args = ModelArguments(
         model_name_or_path=str(tmp_path / "model"),
         tokenizer_name=str(files / "tokenizer"),
-        config_overrides="dropout=0.3,classifier_dropout=0.2",
+        config_overrides="dropout=0.3,classifier_dropout=0.2,classifier_pooling=first",
     )
     model = load_model(AutoModelForSequenceClassification, model_args, load_tokenizer(model_args))
-    assert (model.config.dropout, model.config.classifier_dropout) == (0.3, 0.2)
+    assert (model.config.dropout, model.config.classifier_dropout, model.config.classifier_pooling) == (
+        0.3,
+        0.2,
+        "first",
+    )
     assert model.dropout.p == 0.2 and model.model.encoder.layers[0].dropout == 0.3
 
 

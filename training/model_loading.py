@@ -70,8 +70,17 @@ def check_model_type(flag: str, source: str) -> None:
 
 
 # Config fields that shape no weight, so that a checkpoint may be fine-tuned with other values (as transformers'
-# `from_pretrained(..., hidden_dropout_prob=0.2)`): a pretraining run without dropout, fine-tuned with it.
-TRAINING_ONLY_FIELDS = ("dropout", "attention_dropout", "activation_dropout", "classifier_dropout", "label_smoothing")
+# `from_pretrained(..., hidden_dropout_prob=0.2)`): a pretraining run without dropout, fine-tuned with it; a
+# pretrained encoder given a classifier that pools its first token rather than the mean (a classifier already
+# trained on one pooling would have to learn the other).
+WEIGHTLESS_FIELDS = (
+    "dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "classifier_dropout",
+    "label_smoothing",
+    "classifier_pooling",
+)
 
 
 def parse_config_overrides(overrides: str | None) -> dict:
@@ -97,11 +106,11 @@ def load_model(model_class, model_args: ModelArguments, tokenizer: PreTrainedTok
     kwargs = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
     if model_args.model_name_or_path is not None:
         overrides = parse_config_overrides(model_args.config_overrides)
-        fixed = sorted(set(overrides) - set(TRAINING_ONLY_FIELDS))
+        fixed = sorted(set(overrides) - set(WEIGHTLESS_FIELDS))
         if fixed:
             raise SystemExit(
                 f"--config_overrides {', '.join(fixed)}: a checkpoint (--model_name_or_path) keeps the config its "
-                f"weights were trained with; only {', '.join(TRAINING_ONLY_FIELDS)} can change when fine-tuning it. "
+                f"weights were trained with; only {', '.join(WEIGHTLESS_FIELDS)} can change when fine-tuning it. "
                 "Drop the others, or leave out --model_name_or_path to train a new model."
             )
         check_model_type("--model_name_or_path", model_args.model_name_or_path)
