@@ -6,12 +6,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import REPO_ROOT, SHARED_DATA, run_script, script_stops_with, toy_reviews, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from training.finetune_sentiment import keep_head_and_tail
+from training.output_dir import validation_metrics
 
 SCRIPT = REPO_ROOT / "training" / "finetune_sentiment.py"
 TINY_MODEL = (
@@ -54,6 +56,35 @@ def test_trains_a_new_model_and_saves_a_pipeline_ready_classifier(data, tmp_path
     f1 = 2 * true_positives / (sum(guess == 1 for guess, _ in pairs) + sum(label == 1 for _, label in pairs))
     assert results["eval_accuracy"] == pytest.approx(sum(guess == label for guess, label in pairs) / len(pairs))
     assert results["eval_f1"] == pytest.approx(f1)
+    # Trainer evaluated after each epoch, the last one on the final model: the results are that evaluation's, and
+    # the validation set was not read a fourth time.
+    evaluations = [entry for entry in read_log_history(output) if "eval_accuracy" in entry]
+    assert [entry["epoch"] for entry in evaluations] == [1, 2, 3], evaluations
+    assert results["eval_accuracy"] == evaluations[-1]["eval_accuracy"]
+
+
+def read_log_history(output_dir: Path) -> list[dict]:
+    return json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+
+
+def test_validation_metrics_are_read_from_the_last_step_or_measured_again():
+    """Only an evaluation of the final model stands for it: one at the last step, unless the best checkpoint was
+    loaded back since."""
+    evaluate = {"eval_accuracy": 0.5, "epoch": 2.0}
+
+    def trainer(log_history, global_step, load_best_model_at_end=False):
+        return SimpleNamespace(
+            state=SimpleNamespace(log_history=log_history, global_step=global_step),
+            args=SimpleNamespace(load_best_model_at_end=load_best_model_at_end),
+            evaluate=lambda: evaluate,
+        )
+
+    history = [{"loss": 0.7, "step": 5}, {"eval_accuracy": 0.9, "eval_runtime": 1.0, "epoch": 2.0, "step": 10}]
+    assert validation_metrics(trainer(history, 10)) == {"eval_accuracy": 0.9, "eval_runtime": 1.0, "epoch": 2.0}
+    assert validation_metrics(trainer(history, 12)) == evaluate  # steps after the last evaluation
+    assert validation_metrics(trainer(history, 10, load_best_model_at_end=True)) == evaluate
+    assert validation_metrics(trainer(history[:1], 5)) == evaluate  # no evaluation during training
+    assert validation_metrics(trainer([], 0)) == evaluate  # an evaluation-only run
 
 
 def test_arguments_from_a_json_file_and_the_text_column_of_imdb(data, tmp_path):

@@ -63,7 +63,7 @@ from training.atomic_checkpoints import AtomicSeq2SeqTrainer
 from training.data import drop_rows_without_text, load_raw_datasets, require_columns, tokenize_splits
 from training.launch import start_run
 from training.model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
-from training.output_dir import save_results
+from training.output_dir import save_results, validation_metrics
 from training.push_to_hub import push_trainer_run
 
 logger = logging.getLogger(__name__)
@@ -326,7 +326,7 @@ def main() -> None:
     )
     metrics = {} if task_args.eval_only else trainer.train(resume_from_checkpoint=resume_from).metrics
     if "validation" in tokenized:
-        metrics.update(trainer.evaluate())
+        metrics.update(validation_metrics(trainer))
         metrics.update({f"eval_{name}": value for name, value in signatures.items()})
     save_results(trainer, tokenizer, metrics)
     logger.info("Results: %s", metrics)

@@ -77,7 +77,7 @@ from training.atomic_checkpoints import AtomicTrainer, require_trainer_methods
 from training.data import column_names, load_raw_datasets, require_columns
 from training.launch import start_run
 from training.model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
-from training.output_dir import save_results
+from training.output_dir import save_results, validation_metrics
 from training.push_to_hub import push_trainer_run
 
 logger = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ def main() -> None:
     if not pretrain_args.streaming:
         metrics["train_chunks"] = len(train)
     if validation is not None:
-        metrics.update(trainer.evaluate())
+        metrics.update(validation_metrics(trainer))
     save_results(trainer, tokenizer, metrics)
     push_trainer_run(trainer, model_args.model_name_or_path, data_args.dataset_name)
     if trainer.is_world_process_zero():
