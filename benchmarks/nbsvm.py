@@ -36,10 +36,15 @@ def read_split(data: Path, split: str) -> tuple[list[str], list[int]]:
     return [row[text_column] for row in rows], [int(row["label"]) for row in rows]
 
 
+def words(text: str) -> list[str]:
+    """A text's words and punctuation marks, lower-cased, `<br />` read as a space."""
+    return TOKEN.findall(text.lower().replace("<br />", " "))
+
+
 def ngrams(text: str) -> set[str]:
     """The unigrams and bigrams of a text, each once (binarised features)."""
-    words = TOKEN.findall(text.lower().replace("<br />", " "))
-    return set(words) | {f"{first} {second}" for first, second in zip(words, words[1:], strict=False)}
+    unigrams = words(text)
+    return set(unigrams) | {f"{first} {second}" for first, second in zip(unigrams, unigrams[1:], strict=False)}
 
 
 def features(texts: list[str], vocabulary: dict[str, int]) -> torch.Tensor:

@@ -29,9 +29,9 @@ CONTRAST_WORDS = {"but", "though", "although", "yet", "however"}
 
 
 def slices(texts: list[str]) -> dict[str, torch.Tensor]:
-    """(texts,) boolean masks: all; short, middle, long (thirds by the number of words, ties to the shorter); with
-    and without a contrast word."""
-    words = [nbsvm.TOKEN.findall(text.lower()) for text in texts]
+    """(texts,) boolean masks: all; short, middle, long (thirds by the number of words and punctuation marks, as
+    NB-LR reads them; ties to the shorter); with and without a contrast word."""
+    words = [nbsvm.words(text) for text in texts]
     lengths = torch.tensor([len(text_words) for text_words in words], dtype=torch.float)
     first_cut, second_cut = torch.quantile(lengths, torch.tensor([1 / 3, 2 / 3])).tolist()
     contrast = torch.tensor([not CONTRAST_WORDS.isdisjoint(text_words) for text_words in words])
