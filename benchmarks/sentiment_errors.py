@@ -1,7 +1,7 @@
 """Where a fine-tuned sentiment classifier loses to the linear baseline: validation accuracy by length (thirds of the
 texts by their words) and on the texts that turn on a contrast word ("good acting, but a dull plot"), for each
-checkpoint given, beside NB-LR (benchmarks/nbsvm.py) trained on the same split. A few seconds for SST-2's 1,000
-sentences on one core.
+checkpoint given, beside NB-LR (benchmarks/nbsvm.py) trained on the same split. About 20 s for SST-2 and two
+checkpoints, about 3 minutes for IMDB and four, on 2 cores.
 
     python benchmarks/sentiment_errors.py --data ../shared/data/sst2 \\
         --models runs/recipes/sst2_pretrained runs/recipes/sst2_scratch

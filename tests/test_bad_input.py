@@ -233,11 +233,8 @@ def test_a_checkpoint_is_fine_tuned_with_the_dropout_and_pooling_asked_for(files
         config_overrides="dropout=0.3,classifier_dropout=0.2,classifier_pooling=first",
     )
     model = load_model(AutoModelForSequenceClassification, model_args, load_tokenizer(model_args))
-    assert (model.config.dropout, model.config.classifier_dropout, model.config.classifier_pooling) == (
-        0.3,
-        0.2,
-        "first",
-    )
+    config = model.config
+    assert (config.dropout, config.classifier_dropout, config.classifier_pooling) == (0.3, 0.2, "first")
     assert model.dropout.p == 0.2 and model.model.encoder.layers[0].dropout == 0.3
 
 

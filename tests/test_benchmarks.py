@@ -225,10 +225,8 @@ def test_sentiment_errors_scores_checkpoints_beside_the_linear_baseline(tmp_path
 
     results = sentiment_errors.main(["--data", str(data), "--models", str(tmp_path / "model")])
     validation = toy_reviews(60, 1, (1, 8))
-    labels, masks = (
-        torch.tensor([row["label"] for row in validation]),
-        sentiment_errors.slices([row["sentence"] for row in validation]),
-    )
+    labels = torch.tensor([row["label"] for row in validation])
+    masks = sentiment_errors.slices([row["sentence"] for row in validation])
     assert results["accuracy"][str(tmp_path / "model")] == sentiment_errors.accuracy_by_slice(
         torch.ones(60, dtype=torch.long), labels, masks
     )
