@@ -47,6 +47,15 @@ def ngrams(text: str) -> set[str]:
     return set(unigrams) | {f"{first} {second}" for first, second in zip(unigrams, unigrams[1:], strict=False)}
 
 
+def ngram_vocabulary(texts: list[str]) -> dict[str, int]:
+    """An id for each n-gram of `texts`, in order of first appearance."""
+    vocabulary = {}
+    for text in texts:
+        for gram in ngrams(text):
+            vocabulary.setdefault(gram, len(vocabulary))
+    return vocabulary
+
+
 def features(texts: list[str], vocabulary: dict[str, int]) -> torch.Tensor:
     """(documents, features) sparse 0/1 matrix (COO) of the n-grams in `vocabulary`."""
     rows, columns = [], []
@@ -86,9 +95,13 @@ def train_nb_lr(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, to
     return ratios, weights.detach(), bias.item()
 
 
+def predict(x: torch.Tensor, ratios: torch.Tensor, weights: torch.Tensor, bias: float) -> torch.Tensor:
+    """(documents,) predicted labels, 0 or 1."""
+    return (times(x, weights * ratios) + bias > 0).long()
+
+
 def accuracy(x: torch.Tensor, labels: torch.Tensor, ratios: torch.Tensor, weights: torch.Tensor, bias: float) -> float:
-    predicted = (times(x, weights * ratios) + bias > 0).long()
-    return (predicted == labels).float().mean().item()
+    return (predict(x, ratios, weights, bias) == labels).float().mean().item()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -100,10 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     train_texts, train_labels = read_split(args.data, "train")
     validation_texts, validation_labels = read_split(args.data, "validation")
-    vocabulary = {}
-    for text in train_texts:
-        for gram in ngrams(text):
-            vocabulary.setdefault(gram, len(vocabulary))
+    vocabulary = ngram_vocabulary(train_texts)
     x_train, y_train = features(train_texts, vocabulary), torch.tensor(train_labels)
     x_validation, y_validation = features(validation_texts, vocabulary), torch.tensor(validation_labels)
     ratios, weights, bias = train_nb_lr(x_train, y_train)

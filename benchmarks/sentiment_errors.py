@@ -23,7 +23,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
 from benchmarks import nbsvm
-from training.finetune_sentiment import keep_head_and_tail
+from training.finetune_sentiment import encode_truncated
 
 CONTRAST_WORDS = {"but", "though", "although", "yet", "however"}
 
@@ -56,26 +56,17 @@ def classify(model_path: str, texts: list[str], max_length: int, truncate: str, 
     model = AutoModelForSequenceClassification.from_pretrained(model_path).eval()
     predictions = []
     for start in range(0, len(texts), batch_size):
-        batch_texts = texts[start : start + batch_size]
-        if truncate == "end":
-            encoded = tokenizer(batch_texts, max_length=max_length, truncation=True)["input_ids"]
-        else:
-            encoded = [
-                keep_head_and_tail(ids, max_length) for ids in tokenizer(batch_texts, verbose=False)["input_ids"]
-            ]
-        batch = tokenizer.pad({"input_ids": encoded}, return_tensors="pt")
+        encoded = encode_truncated(tokenizer, texts[start : start + batch_size], max_length, truncate)
+        batch = tokenizer.pad(encoded, return_tensors="pt")
         with torch.no_grad():
             predictions.append(model(**batch).logits.argmax(-1))
     return torch.cat(predictions)
 
 
 def nb_lr_predictions(train_texts, train_labels, texts) -> torch.Tensor:
-    vocabulary = {}
-    for text in train_texts:
-        for gram in nbsvm.ngrams(text):
-            vocabulary.setdefault(gram, len(vocabulary))
+    vocabulary = nbsvm.ngram_vocabulary(train_texts)
     ratios, weights, bias = nbsvm.train_nb_lr(nbsvm.features(train_texts, vocabulary), torch.tensor(train_labels))
-    return (nbsvm.times(nbsvm.features(texts, vocabulary), weights * ratios) + bias > 0).long()
+    return nbsvm.predict(nbsvm.features(texts, vocabulary), ratios, weights, bias)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -149,11 +149,7 @@ def main() -> None:
 
     def preprocess(batch):
         texts, length = batch[task_args.text_column], task_args.max_source_length
-        if task_args.truncate == "end":
-            encoded = tokenizer(texts, max_length=length, truncation=True)
-        else:  # whole, then the middle of each long text is cut out
-            encoded = tokenizer(texts, verbose=False)
-            encoded = {key: [keep_head_and_tail(row, length) for row in rows] for key, rows in encoded.items()}
+        encoded = encode_truncated(tokenizer, texts, length, task_args.truncate)
         encoded["labels"] = [label_id(label) for label in batch[task_args.label_column]]
         return encoded
 
@@ -183,6 +179,15 @@ def main() -> None:
     save_results(trainer, tokenizer, metrics)
     push_trainer_run(trainer, model_args.model_name_or_path, data_args.dataset_name)
     logger.info("Results: %s", metrics)
+
+
+def encode_truncated(tokenizer, texts: list[str], length: int, truncate: str) -> dict:
+    """The tokenizer's output for `texts`, each at most `length` tokens: a long text loses its end (`truncate`
+    "end") or its middle ("middle")."""
+    if truncate == "end":
+        return dict(tokenizer(texts, max_length=length, truncation=True))
+    encoded = tokenizer(texts, verbose=False)  # whole, then the middle of each long text is cut out
+    return {key: [keep_head_and_tail(row, length) for row in rows] for key, rows in encoded.items()}
 
 
 def keep_head_and_tail(tokens: list, length: int) -> list:
