@@ -258,3 +258,27 @@ def test_word_order_toy_learns_sooner_on_short_chunks():
     assert learned_at is None  # chunks of 256 take over 1,000 steps
     ids = word_order_toy.letters(3, 30)
     assert ids.shape == (3, 30) and ((ids[:, 1:] - ids[:, :-1]) % 26 == 1).all()  # each letter follows the one before
+
+
+def test_lora_step_times_full_fine_tuning_beside_each_adapter(tmp_path):
+    """benchmarks/lora_step.py: one row for full fine-tuning and one per --lora_dropouts, each adapter training its
+    LoRA matrices and the head only."""
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "benchmarks" / "lora_step.py"),
+        "--tiny",
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert list(results) == ["full fine-tuning", "LoRA r=8, lora_dropout=0.05", "LoRA r=8, lora_dropout=0"]
+    assert results["full fine-tuning"]["against_full_fine_tuning"] == 1.0
+    # The tiny encoder: d_model 16, ffn 32, one layer. Rank 8 on q, k, v, out (16 -> 16), fc1 (16 -> 32), fc2 (32 ->
+    # 16): 4 * 8 * (16 + 16) + 2 * 8 * (16 + 32); the head, 16 -> 2, trains too.
+    adapter_and_head = 4 * 8 * 32 + 2 * 8 * 48 + 16 * 2 + 2
+    for name in ["LoRA r=8, lora_dropout=0.05", "LoRA r=8, lora_dropout=0"]:
+        assert results[name]["trainable_parameters"] == adapter_and_head, results[name]
+        assert results[name]["min_step_s"] <= results[name]["median_step_s"] <= results[name]["max_step_s"]
+    assert results["full fine-tuning"]["trainable_parameters"] > adapter_and_head
