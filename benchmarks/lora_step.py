@@ -64,11 +64,17 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def new_classifier(args: argparse.Namespace) -> torch.nn.Module:
+def classifier_config(args: argparse.Namespace) -> ScratchTransformerConfig:
+    """The checkpoint's config, or the recipe's shape (tiny with --tiny), fine-tuned as sentiment.sh does."""
+    if args.checkpoint:
+        return ScratchTransformerConfig.from_pretrained(args.checkpoint, num_labels=2, dropout=0.1)
+    return ScratchTransformerConfig(**(TINY_SHAPE if args.tiny else RECIPE_SHAPE), num_labels=2, dropout=0.1)
+
+
+def new_classifier(args: argparse.Namespace, config: ScratchTransformerConfig) -> torch.nn.Module:
     torch.manual_seed(0)
     if args.checkpoint:
-        return ScratchTransformerForSequenceClassification.from_pretrained(args.checkpoint, num_labels=2, dropout=0.1)
-    config = ScratchTransformerConfig(**(TINY_SHAPE if args.tiny else RECIPE_SHAPE), dropout=0.1, num_labels=2)
+        return ScratchTransformerForSequenceClassification.from_pretrained(args.checkpoint, config=config)
     return ScratchTransformerForSequenceClassification(config)
 
 
@@ -101,9 +107,9 @@ def main() -> None:
         args.batch, args.length, args.steps, args.rounds = 2, 8, 2, 1
     if args.threads:
         torch.set_num_threads(args.threads)
+    config = classifier_config(args)
     generator = torch.Generator().manual_seed(0)
-    vocab_size = (TINY_SHAPE if args.tiny else RECIPE_SHAPE)["vocab_size"]
-    input_ids = torch.randint(5, vocab_size, (args.batch, args.length), generator=generator)
+    input_ids = torch.randint(5, config.vocab_size, (args.batch, args.length), generator=generator)
     batch = dict(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
@@ -119,7 +125,7 @@ def main() -> None:
     # model a process trains runs its first few steps several times slower (one-time set-up inside torch).
     for round_index in range(args.rounds + 1):
         for name, dropout in rows.items():
-            model = new_classifier(args)
+            model = new_classifier(args, config)
             if dropout is not None:
                 model = with_lora(model, args.lora_r, dropout)
             trainable[name] = sum(p.numel() for p in model.parameters() if p.requires_grad)
