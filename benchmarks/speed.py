@@ -366,8 +366,11 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_worker(name: str, mode: str, args: argparse.Namespace) -> dict[str, float]:
     environment = dict(os.environ)
-    if mode == "memory":
-        # Large buffers from mmap, returned to the system when freed: see `task_peak_memory_mb`.
+    if mode == "memory" and torch.device(args.device).type == "cpu":
+        # Large buffers from mmap, returned to the system when freed: see `task_peak_memory_mb`. CPU only: a GPU's
+        # peak comes from torch's allocator. With this threshold, a memory process on an H200 machine did not finish
+        # in 40 s where the timing of the same model took seconds (presumably CUDA's many large host allocations,
+        # each an mmap then; not profiled).
         environment |= {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
     command = [sys.executable, __file__, *sys.argv[1:], "--worker", name, "--worker_mode", mode]
     completed = subprocess.run(command, capture_output=True, text=True, env=environment)
