@@ -128,6 +128,31 @@ def test_sentiment_trains_an_adapter_and_the_head(method, flags, min_accuracy, d
     assert hasattr(head, "modules_to_save"), "the head was not trained and saved"
 
 
+def test_lora_trains_and_saves_the_modules_named_to_save(data, tmp_path):
+    """--lora_modules_to_save: the named modules (here each layer's final layer norm) train in full beside the
+    adapter, are saved in its file, and come back when it loads; the rest of the base stays frozen."""
+    output = tmp_path / "lora"
+    run_script("finetune_sentiment", "--model_name_or_path", data["base"], "--peft", "lora",
+        "--lora_modules_to_save", "final_layer_norm", "--learning_rate", "1e-2",
+        "--train_file", data["reviews"]["train"], "--output_dir", output, "--max_steps", 5,
+        "--per_device_train_batch_size", 16, *QUIET)  # fmt: skip
+    adapter_config = json.loads((output / "adapter_config.json").read_text())
+    assert "final_layer_norm" in adapter_config["modules_to_save"], adapter_config["modules_to_save"]
+
+    base_weights = load_file(data["base"] / "model.safetensors")
+    saved = load_file(output / "adapter_model.safetensors")
+    saved_norms = sorted(name for name in saved if "final_layer_norm" in name)
+    assert len(saved_norms) == 2 * 2, saved_norms  # weight and bias of each of the 2 encoder layers
+    model = AutoPeftModelForSequenceClassification.from_pretrained(output).get_base_model()
+    for index, layer in enumerate(model.model.encoder.layers):
+        assert hasattr(layer.final_layer_norm, "modules_to_save"), f"layer {index}'s norm was not trained"
+        trained = layer.final_layer_norm.modules_to_save["default"].weight
+        frozen = base_weights[f"model.encoder.layers.{index}.final_layer_norm.weight"]
+        assert not torch.equal(trained, frozen), f"layer {index}'s norm did not change"
+        assert torch.equal(layer.self_attn_layer_norm.weight, base_weights[
+            f"model.encoder.layers.{index}.self_attn_layer_norm.weight"])  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Bad flags
 # ---------------------------------------------------------------------------------------------------------------
@@ -148,6 +173,12 @@ def test_sentiment_trains_an_adapter_and_the_head(method, flags, min_accuracy, d
             "--peft prefix does not work with --gradient_checkpointing",
         ),
         ("finetune_sentiment", ["--peft", "prefix"], "Use --peft lora or --peft prompt."),
+        (
+            "finetune_sentiment",
+            ["--peft", "lora", "--lora_modules_to_save", "final_layer_norm,norms"],
+            "--lora_modules_to_save 'norms' matches no module of the model. Its layer norms, for example, are "
+            "['final_layer_norm', 'layer_norm', 'self_attn_layer_norm'].",
+        ),
     ],
 )
 def test_bad_peft_flags_stop_with_a_clear_message(script, flags, message, data, tmp_path):

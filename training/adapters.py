@@ -39,6 +39,25 @@ def lora_target_modules(model, requested: str) -> list[str] | str:
     return names
 
 
+def lora_modules_to_save(model, requested: str | None) -> list[str] | None:
+    """The --lora_modules_to_save names, each checked to match a module: PEFT would train nothing more for a name
+    that matches none, without a word."""
+    if requested is None:
+        return None
+    modules = dict(model.named_modules())
+    layer_norms = sorted(
+        {name.rsplit(".", 1)[-1] for name, module in modules.items() if isinstance(module, torch.nn.LayerNorm)}
+    )
+    names = [name.strip() for name in requested.split(",") if name.strip()]
+    for name in names:
+        if not any(full == name or full.endswith(f".{name}") for full in modules):
+            raise SystemExit(
+                f"--lora_modules_to_save {name!r} matches no module of the model. Its layer norms, for example, are "
+                f"{layer_norms}."
+            )
+    return names
+
+
 def peft_config(model, peft_args: PeftArguments, task_type: str) -> PeftConfig:
     """The PEFT configuration of a new adapter of the kind --peft names."""
     if peft_args.peft == "lora":
@@ -48,6 +67,7 @@ def peft_config(model, peft_args: PeftArguments, task_type: str) -> PeftConfig:
             lora_alpha=peft_args.lora_alpha,
             lora_dropout=peft_args.lora_dropout,
             target_modules=lora_target_modules(model, peft_args.lora_target_modules),
+            modules_to_save=lora_modules_to_save(model, peft_args.lora_modules_to_save),
         )
     if peft_args.peft == "prefix":
         # PEFT sizes the prefix from the config; name the decoder's sizes, which may differ from the encoder's.

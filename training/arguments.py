@@ -85,6 +85,14 @@ class PeftArguments:
         default="q_proj,v_proj",
         metadata={"help": 'Layers LoRA wraps, e.g. "q_proj,k_proj,v_proj,out_proj,fc1,fc2", or "all-linear".'},
     )
+    lora_modules_to_save: str | None = field(
+        default=None,
+        metadata={
+            "help": "Modules trained fully beside the LoRA adapter and saved with it, comma-separated, e.g. the "
+            'layer norms: "self_attn_layer_norm,final_layer_norm,layer_norm" (2 x d_model parameters each). The '
+            "classification head always trains."
+        },
+    )
     num_virtual_tokens: int = field(
         default=20, metadata={"help": "Prefix or prompt length (prefix and prompt tuning)."}
     )
