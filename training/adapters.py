@@ -22,40 +22,37 @@ from training.arguments import PeftArguments
 logger = logging.getLogger(__name__)
 
 
+def checked_names(flag: str, requested: str, module_names: set[str], kind: str, hint: str) -> list[str]:
+    """The comma-separated names of `requested`, each checked to match one of `module_names` (the full name or its
+    end, as PEFT matches): PEFT ignores a name that matches nothing as long as another one matches, which would train
+    less than asked without a word."""
+    names = [name.strip() for name in requested.split(",") if name.strip()]
+    for name in names:
+        if not any(full == name or full.endswith(f".{name}") for full in module_names):
+            raise SystemExit(f"{flag} {name!r} matches no {kind} of the model. {hint}")
+    return names
+
+
 def lora_target_modules(model, requested: str) -> list[str] | str:
-    """The --lora_target_modules names, each checked to match a linear layer: PEFT ignores a name that matches
-    nothing as long as another one matches, which would train fewer layers than asked without a word."""
+    """The --lora_target_modules names, each a linear layer of the model."""
     if requested.strip() == "all-linear":
         return "all-linear"  # PEFT's own shorthand: every linear layer except the output (LM) head
     linear_names = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
     short_names = sorted({name.rsplit(".", 1)[-1] for name in linear_names})
-    names = [name.strip() for name in requested.split(",") if name.strip()]
-    for name in names:
-        if not any(full == name or full.endswith(f".{name}") for full in linear_names):
-            raise SystemExit(
-                f"--lora_target_modules {name!r} matches no linear layer of the model. Its linear layers are "
-                f"{short_names}; or use all-linear."
-            )
-    return names
+    hint = f"Its linear layers are {short_names}; or use all-linear."
+    return checked_names("--lora_target_modules", requested, linear_names, "linear layer", hint)
 
 
 def lora_modules_to_save(model, requested: str | None) -> list[str] | None:
-    """The --lora_modules_to_save names, each checked to match a module: PEFT would train nothing more for a name
-    that matches none, without a word."""
+    """The --lora_modules_to_save names, each a module of the model (trained in full beside the adapter)."""
     if requested is None:
         return None
     modules = dict(model.named_modules())
-    layer_norms = sorted(
-        {name.rsplit(".", 1)[-1] for name, module in modules.items() if isinstance(module, torch.nn.LayerNorm)}
-    )
-    names = [name.strip() for name in requested.split(",") if name.strip()]
-    for name in names:
-        if not any(full == name or full.endswith(f".{name}") for full in modules):
-            raise SystemExit(
-                f"--lora_modules_to_save {name!r} matches no module of the model. Its layer norms, for example, are "
-                f"{layer_norms}."
-            )
-    return names
+    layer_norms = {
+        name.rsplit(".", 1)[-1] for name, module in modules.items() if isinstance(module, torch.nn.LayerNorm)
+    }
+    hint = f"Its layer norms, for example, are {sorted(layer_norms)}."
+    return checked_names("--lora_modules_to_save", requested, set(modules), "module", hint)
 
 
 def peft_config(model, peft_args: PeftArguments, task_type: str) -> PeftConfig:
