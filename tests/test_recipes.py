@@ -105,6 +105,7 @@ TINY_SENTIMENT = {
     "LENGTH": "64",
     "BATCH": "32",
     "OMP_NUM_THREADS": "1",
+    "LORA_RANK": "4",  # the recipe's 32 would be wider than the tiny model
 }
 
 
@@ -155,8 +156,10 @@ def test_sentiment_recipes_pretrain_then_fine_tune_fully_from_scratch_and_with_l
     lora, full = runs["sst2", "pretrained", "lora"], runs["sst2", "pretrained", ""]
     assert lora["trainable_params"] < full["trainable_params"] / 4, (lora, full)
     assert lora["total_params"] > full["total_params"], (lora, full)  # the adapter's weights come on top
-    # The adapter trains without dropout on its input (its masks cost a step 1.45x on a CPU), SST-2's over 3 epochs.
-    assert json.loads((tmp_path / "sst2_pretrainedlora" / "adapter_config.json").read_text())["lora_dropout"] == 0
+    # The adapter trains without dropout on its input (its masks cost a step 1.45x on a CPU), at the rank LORA_RANK
+    # gives and alpha twice that, SST-2's over 3 epochs.
+    adapter_config = json.loads((tmp_path / "sst2_pretrainedlora" / "adapter_config.json").read_text())
+    assert (adapter_config["lora_dropout"], adapter_config["r"], adapter_config["lora_alpha"]) == (0, 4, 8)
     assert (lora["epoch"], full["epoch"]) == (3, 1), (lora, full)
 
     # What the recipes make goes to the Hub (the test server) and comes back whole: the pretrained checkpoint, the
