@@ -59,7 +59,10 @@ def test_auto_config_builds_and_round_trips(tmp_path):
             r"`position_embedding` must be one of \('sinusoidal', 'learned'\), got 'rotary'",
         ),
         ({"activation_function": "swish-ish"}, r"`activation_function` 'swish-ish' is unknown; choose one of"),
-        ({"classifier_pooling": "max"}, r"`classifier_pooling` must be one of \('mean', 'first'\), got 'max'"),
+        (
+            {"classifier_pooling": "max"},
+            r"`classifier_pooling` must be one of \('mean', 'first', 'attention'\), got 'max'",
+        ),
     ],
 )
 def test_invalid_values_raise_a_value_error_naming_the_field(overrides, message):

@@ -43,16 +43,22 @@ def lora_target_modules(model, requested: str) -> list[str] | str:
     return checked_names("--lora_target_modules", requested, linear_names, "linear layer", hint)
 
 
-def lora_modules_to_save(model, requested: str | None) -> list[str] | None:
+def lora_modules_to_save(model, requested: str | None) -> list[str]:
     """The --lora_modules_to_save names, each a module of the model (trained in full beside the adapter)."""
     if requested is None:
-        return None
+        return []
     modules = dict(model.named_modules())
     layer_norms = {
         name.rsplit(".", 1)[-1] for name, module in modules.items() if isinstance(module, torch.nn.LayerNorm)
     }
     hint = f"Its layer norms, for example, are {sorted(layer_norms)}."
     return checked_names("--lora_modules_to_save", requested, set(modules), "module", hint)
+
+
+def head_modules(model) -> list[str]:
+    """The classification head's modules that PEFT would leave frozen: it trains `classifier` by itself, but not
+    the attention pooler (`classifier_pooling="attention"`), whose new query must learn beside it."""
+    return ["pooler"] if getattr(model, "pooler", None) is not None else []
 
 
 def peft_config(model, peft_args: PeftArguments, task_type: str) -> PeftConfig:
@@ -64,7 +70,7 @@ def peft_config(model, peft_args: PeftArguments, task_type: str) -> PeftConfig:
             lora_alpha=peft_args.lora_alpha,
             lora_dropout=peft_args.lora_dropout,
             target_modules=lora_target_modules(model, peft_args.lora_target_modules),
-            modules_to_save=lora_modules_to_save(model, peft_args.lora_modules_to_save),
+            modules_to_save=lora_modules_to_save(model, peft_args.lora_modules_to_save) + head_modules(model) or None,
         )
     if peft_args.peft == "prefix":
         # PEFT sizes the prefix from the config; name the decoder's sizes, which may differ from the encoder's.
@@ -75,7 +81,11 @@ def peft_config(model, peft_args: PeftArguments, task_type: str) -> PeftConfig:
             token_dim=model.config.d_model,
             num_attention_heads=model.config.decoder_attention_heads,
         )
-    return PromptTuningConfig(task_type=task_type, num_virtual_tokens=peft_args.num_virtual_tokens)
+    return PromptTuningConfig(
+        task_type=task_type,
+        num_virtual_tokens=peft_args.num_virtual_tokens,
+        modules_to_save=head_modules(model) or None,
+    )
 
 
 def add_adapter(model, peft_args: PeftArguments, task_type: str, training_args):
@@ -125,10 +135,17 @@ def load_adapter(base_model, adapter_dir: str, is_trainable: bool = False):
         if found[name] != expected[name]
     ]
     missing = sorted(expected.keys() - found.keys())
-    if mismatches or missing:
+    unexpected = sorted(found.keys() - expected.keys())
+    if any(".pooler." in name for name in unexpected):
+        raise SystemExit(
+            f"The adapter {adapter_dir} trained an attention pooler, which this base model lacks: load the base with "
+            "--config_overrides classifier_pooling=attention (in Python, AutoPeftModelForSequenceClassification"
+            ".from_pretrained(adapter_dir, classifier_pooling='attention'))."
+        )
+    if mismatches or missing or unexpected:
         raise SystemExit(
             f"The adapter {adapter_dir} was trained for another base model (it names {named_base!r}); "
-            f"{len(mismatches)} weights have other shapes and {len(missing)} are missing, e.g. "
-            f"{(mismatches + missing)[:3]}. Pass that base as --model_name_or_path."
+            f"{len(mismatches)} weights have other shapes, {len(missing)} are missing and {len(unexpected)} have no "
+            f"place in it, e.g. {(mismatches + missing + unexpected)[:3]}. Pass that base as --model_name_or_path."
         )
     return PeftModel.from_pretrained(base_model, adapter_dir, is_trainable=is_trainable)
