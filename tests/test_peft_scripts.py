@@ -155,6 +155,27 @@ def test_lora_trains_and_saves_the_modules_named_to_save(data, tmp_path):
             f"model.encoder.layers.{index}.self_attn_layer_norm.weight"])  # fmt: skip
 
 
+def test_lora_adapts_the_token_embedding_when_named(data, tmp_path):
+    """--lora_target_modules embed_tokens: PEFT's low-rank update of an embedding (lora_embedding_A/B), trained,
+    saved, and loaded back; the embedding itself stays frozen."""
+    output = tmp_path / "lora"
+    run_script("finetune_sentiment", "--model_name_or_path", data["base"], "--peft", "lora",
+        "--lora_target_modules", "q_proj,v_proj,embed_tokens", "--learning_rate", "1e-2",
+        "--train_file", data["reviews"]["train"], "--output_dir", output, "--max_steps", 5,
+        "--per_device_train_batch_size", 16, *QUIET)  # fmt: skip
+    saved = load_file(output / "adapter_model.safetensors")
+    embedding_update = sorted(name for name in saved if "embed_tokens.lora_embedding" in name)
+    assert len(embedding_update) == 2, embedding_update  # A and B of the encoder's embedding
+    assert all(torch.count_nonzero(saved[name]) > 0 for name in embedding_update)
+
+    model = AutoPeftModelForSequenceClassification.from_pretrained(output).get_base_model()
+    embedding = model.model.encoder.embed_tokens
+    assert torch.equal(embedding.lora_embedding_B["default"], saved[embedding_update[1]])
+    assert torch.equal(
+        embedding.base_layer.weight, load_file(data["base"] / "model.safetensors")["model.shared.weight"]
+    )
+
+
 @pytest.mark.parametrize("method", ["lora", "prompt"])
 def test_an_adapter_trains_the_attention_pooler_with_the_head(method, data, tmp_path):
     """With classifier_pooling=attention the pooler's query is new, like the head: PEFT would leave it frozen at
@@ -194,8 +215,9 @@ def test_an_adapter_trains_the_attention_pooler_with_the_head(method, data, tmp_
         (
             "finetune_translation",
             ["--peft", "lora", "--lora_target_modules", "q_proj,qkv"],
-            r"--lora_target_modules 'qkv' matches no linear layer of the model. Its linear layers are "
-            r"['fc1', 'fc2', 'k_proj', 'lm_head', 'out_proj', 'q_proj', 'v_proj']",
+            r"--lora_target_modules 'qkv' matches no linear layer or embedding of the model. Its linear layers "
+            r"are ['fc1', 'fc2', 'k_proj', 'lm_head', 'out_proj', 'q_proj', 'v_proj'] and its token embedding "
+            r"['embed_tokens', 'shared']",
         ),
         (
             "finetune_translation",

@@ -34,13 +34,18 @@ def checked_names(flag: str, requested: str, module_names: set[str], kind: str, 
 
 
 def lora_target_modules(model, requested: str) -> list[str] | str:
-    """The --lora_target_modules names, each a linear layer of the model."""
+    """The --lora_target_modules names, each a linear layer or an embedding of the model (PEFT adapts both)."""
     if requested.strip() == "all-linear":
         return "all-linear"  # PEFT's own shorthand: every linear layer except the output (LM) head
-    linear_names = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
-    short_names = sorted({name.rsplit(".", 1)[-1] for name in linear_names})
-    hint = f"Its linear layers are {short_names}; or use all-linear."
-    return checked_names("--lora_target_modules", requested, linear_names, "linear layer", hint)
+    modules = dict(model.named_modules())
+    linear_names = {name for name, module in modules.items() if isinstance(module, torch.nn.Linear)}
+    embedding_names = {name for name, module in modules.items() if isinstance(module, torch.nn.Embedding)}
+    hint = (
+        f"Its linear layers are {sorted({name.rsplit('.', 1)[-1] for name in linear_names})} and its token "
+        f"embedding {sorted({name.rsplit('.', 1)[-1] for name in embedding_names})}; or use all-linear."
+    )
+    names = linear_names | embedding_names
+    return checked_names("--lora_target_modules", requested, names, "linear layer or embedding", hint)
 
 
 def lora_modules_to_save(model, requested: str | None) -> list[str]:
