@@ -41,6 +41,7 @@ TASK=${TASK:-sst2}              # sst2 or imdb
 INIT=${INIT:-pretrained}        # pretrained (the checkpoint) or scratch (a new model of the same shape)
 PEFT=${PEFT:-}                  # lora: train an adapter on the frozen checkpoint
 LORA_RANK=${LORA_RANK:-32}      # the adapter's rank (its alpha is twice that)
+LORA_EMBEDDING=${LORA_EMBEDDING:-full}  # the token embedding under LoRA: full (trained beside it), lora, or frozen
 TRUNCATE=${TRUNCATE:-}          # what a long text loses: end, or middle (its first quarter and last three kept): by TASK
 PRETRAINED=${PRETRAINED:-runs/recipes/pretrain_reviews}
 OUT=${OUT:-runs/recipes/${TASK}_${INIT}${PEFT:+_$PEFT}}
@@ -67,9 +68,18 @@ if [[ $PEFT == lora ]]; then
     # that underfits. Without them an adapter's step costs what full fine-tuning's does, and on SST-2 it takes 3
     # epochs to level off (1: 72.0 %, with the dropout).
     # Rank 32 rather than 8: +2.1 on SST-2 and +0.8 on IMDB (one seed each), in about the same time.
-    RATE=(--learning_rate 1e-3 --peft lora --lora_r "$LORA_RANK" --lora_alpha "$((2 * LORA_RANK))" --lora_dropout 0
-          --lora_target_modules q_proj,k_proj,v_proj,out_proj,fc1,fc2)
-    if [[ $TASK == sst2 ]]; then EPOCHS=3; fi
+    # The token embedding trained beside the adapter (2026-11-30): +0.8 on SST-2 and +3.7 on IMDB over a frozen one.
+    # Full fine-tuning moves it as much as any other weight, and a frozen one held the adapter's training loss up.
+    RATE=(--learning_rate 1e-3 --peft lora --lora_r "$LORA_RANK" --lora_alpha "$((2 * LORA_RANK))" --lora_dropout 0)
+    TARGETS=q_proj,k_proj,v_proj,out_proj,fc1,fc2
+    case $LORA_EMBEDDING in
+        full) RATE+=(--lora_target_modules "$TARGETS" --lora_modules_to_save embed_tokens) ;;
+        lora) RATE+=(--lora_target_modules "$TARGETS,embed_tokens") ;;
+        frozen) RATE+=(--lora_target_modules "$TARGETS") ;;
+        *) echo "LORA_EMBEDDING must be full, lora or frozen, not '$LORA_EMBEDDING'." >&2; exit 2 ;;
+    esac
+    # SST-2 takes 3 epochs to level off; on IMDB, 1.4 keep the run (slower with the embedding) within 30 minutes.
+    case $TASK in sst2) EPOCHS=3 ;; imdb) EPOCHS=1.4 ;; esac
 fi
 if [[ ! -d $PRETRAINED/tokenizer ]]; then
     echo "No $PRETRAINED/tokenizer: run training/recipes/pretrain_reviews.sh first (INIT=scratch needs its tokenizer)." >&2
