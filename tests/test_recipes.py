@@ -157,12 +157,13 @@ def test_sentiment_recipes_pretrain_then_fine_tune_fully_from_scratch_and_with_l
     assert lora["trainable_params"] < full["trainable_params"], (lora, full)
     assert lora["total_params"] > full["total_params"], (lora, full)  # the adapter's weights come on top
     # The adapter trains without dropout on its input (its masks cost a step 1.45x on a CPU), at the rank LORA_RANK
-    # gives and alpha twice that, on every projection, beside the embedding, SST-2's over 3 epochs.
+    # gives and alpha twice that, on every projection, beside the embedding; on SST-2 over one epoch, as full
+    # fine-tuning (3 epochs overfit once the embedding trains).
     adapter_config = json.loads((tmp_path / "sst2_pretrainedlora" / "adapter_config.json").read_text())
     assert (adapter_config["lora_dropout"], adapter_config["r"], adapter_config["lora_alpha"]) == (0, 4, 8)
     assert sorted(adapter_config["target_modules"]) == ["fc1", "fc2", "k_proj", "out_proj", "q_proj", "v_proj"]
     assert "embed_tokens" in adapter_config["modules_to_save"], adapter_config["modules_to_save"]
-    assert (lora["epoch"], full["epoch"]) == (3, 1), (lora, full)
+    assert (lora["epoch"], full["epoch"]) == (1, 1), (lora, full)
 
     # What the recipes make goes to the Hub (the test server) and comes back whole: the pretrained checkpoint, the
     # fine-tuned classifier, and the LoRA adapter (its base, the checkpoint, named in adapter_config.json).
