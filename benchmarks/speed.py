@@ -481,7 +481,14 @@ def main() -> None:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU, {torch.get_num_threads()} threads"
+    # The hosts of this project's machines differ from one session to the next (AVX2 only, or AVX-512 with bf16 and
+    # VNNI instructions), and the int8 and bf16 paths depend on them: the table says which one it ran on.
+    capability = torch.backends.cpu.get_cpu_capability()  # the widest vector instructions: "AVX2", "AVX512"
+    if torch.cpu._is_avx512_bf16_supported():
+        capability += " + bf16"
+    if torch.cpu._is_vnni_supported():  # int8 dot products
+        capability += " + VNNI"
+    return f"CPU ({capability}), {torch.get_num_threads()} threads"
 
 
 def ratios(models: dict, tasks: list[str]) -> dict:
@@ -548,7 +555,10 @@ def print_table(results: dict, tasks: list[str]) -> None:
     models = results["models"]
     print(f"device: {results['device']}; matmul peak used for MFU: {results['peak_tflops'] * 1000:.1f} GFLOP/s")
     print(f"load average before/after: {results['load_average']['before']}/{results['load_average']['after']}")
-    header = f"{'model':<20}" + "".join(f"{task + ' tok/s (min-max)':>27}" for task in tasks) + f"{'train MFU':>10}"
+    width = max(20, *(len(name) + 1 for name in models))  # e.g. "marian-sdpa+bf16+compile"
+    header = (
+        f"{'model':<{width}}" + "".join(f"{task + ' tok/s (min-max)':>27}" for task in tasks) + f"{'train MFU':>10}"
+    )
     header += "".join(f"{task + ' MB':>11}" for task in tasks)
     print(header)
     for name, entry in models.items():
@@ -562,7 +572,7 @@ def print_table(results: dict, tasks: list[str]) -> None:
         cells.append(f"{entry['train_mfu']:>10.1%}" if "train_mfu" in entry else "—".rjust(10))
         memory = entry.get("peak_memory_mb", {})
         cells += [(f"{memory[task]:.0f}" if task in memory else "—").rjust(11) for task in tasks]
-        print(f"{name:<20}" + "".join(cells))
+        print(f"{name:<{width}}" + "".join(cells))
     for name, entry in models.items():
         if "+" in name and "first_call_seconds" in entry:
             calls = ", ".join(f"{task} {seconds:.1f} s" for task, seconds in entry["first_call_seconds"].items())
