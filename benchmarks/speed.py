@@ -591,13 +591,15 @@ def svg_plot(results: dict, tasks: list[str]) -> str:
     """Throughput bars (median, with a min-max whisker), one panel per task: a small SVG, no plotting library."""
     models = results["models"]
     names = list(models)
-    label_width, panel_width, gap, bar_height, row, top = 100, 250, 30, 16, 22, 52
+    panel_width, gap, bar_height, row, top = 250, 30, 16, 22, 52
+    label_width = 12 + 7 * max(len(name) for name in names)  # 11 px sans-serif: under 7 px a character
     width = label_width + len(tasks) * (panel_width + gap)
     height = top + len(names) * row + 16
     colors = {"ours": "#d62728", "marian": "#1f77b4", "bart": "#2ca02c", "nn": "#7f7f7f"}
     args = results["args"]
     subtitle = (
-        f"{results['device']}, {args['dtype']}; d_model {args['d_model']}, {args['layers']}+{args['layers']} layers, "
+        f"{results['device']}, {args['dtype']} unless the row says otherwise; "
+        f"d_model {args['d_model']}, {args['layers']}+{args['layers']} layers, "
         f"vocab {args['vocab_size']}; medians of {args['repetitions']}, whiskers min-max"
     )
     parts = [
