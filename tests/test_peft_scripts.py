@@ -157,7 +157,8 @@ def test_lora_trains_and_saves_the_modules_named_to_save(data, tmp_path):
 
 def test_lora_adapts_the_token_embedding_when_named(data, tmp_path):
     """--lora_target_modules embed_tokens: PEFT's low-rank update of an embedding (lora_embedding_A/B), trained,
-    saved, and loaded back; the embedding itself stays frozen."""
+    saved, and loaded back; the embedding itself stays frozen, and the adapter's file holds no copy of it (PEFT says
+    it will save embedding layers, but the base checkpoint supplies this one)."""
     output = tmp_path / "lora"
     run_script("finetune_sentiment", "--model_name_or_path", data["base"], "--peft", "lora",
         "--lora_target_modules", "q_proj,v_proj,embed_tokens", "--learning_rate", "1e-2",
@@ -167,6 +168,8 @@ def test_lora_adapts_the_token_embedding_when_named(data, tmp_path):
     embedding_update = sorted(name for name in saved if "embed_tokens.lora_embedding" in name)
     assert len(embedding_update) == 2, embedding_update  # A and B of the encoder's embedding
     assert all(torch.count_nonzero(saved[name]) > 0 for name in embedding_update)
+    copies = [name for name in saved if "shared" in name or name.endswith("embed_tokens.base_layer.weight")]
+    assert not copies, copies
 
     model = AutoPeftModelForSequenceClassification.from_pretrained(output).get_base_model()
     embedding = model.model.encoder.embed_tokens
