@@ -17,6 +17,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,app]"
 	touch $(STAMP)
 
+# The newest releases of transformers, PEFT and Accelerate (resolved now, not pinned), with the pinned torch: where
+# `make test-newest` checks that the model still works on what users install today.
+NEWEST := .venv-newest
+install-newest:
+	test -x $(NEWEST)/bin/python || $(PYTHON) -m venv $(NEWEST)
+	$(NEWEST)/bin/python -m pip install --quiet --upgrade pip
+	grep '^torch==' constraints.txt > $(NEWEST)/torch-constraint.txt
+	$(NEWEST)/bin/python -m pip install --quiet -c $(NEWEST)/torch-constraint.txt torch
+	$(NEWEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -c $(NEWEST)/torch-constraint.txt \
+		-e ".[dev]" transformers peft accelerate
+
 # Two workers, as many as the project's machines have cores; each test file, with its module fixtures, runs whole on
 # one of them. `make test PYTEST_ARGS="-n 0 tests/test_modeling.py"` runs one file in this process.
 PYTEST_ARGS ?= -n 2 --dist loadfile

@@ -60,9 +60,9 @@ from fine_tuning import (  # noqa: E402
 from huggingface_hub import constants  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
+from hf_scratch_transformer.training.plot_attention import load_model_and_tokenizer  # noqa: E402
+from hf_scratch_transformer.training.push_to_hub import PushError, push_run  # noqa: E402
 from hf_scratch_transformer.visualization import attention_maps, draw_attention  # noqa: E402
-from training.plot_attention import load_model_and_tokenizer  # noqa: E402
-from training.push_to_hub import PushError, push_run  # noqa: E402
 
 MANAGER = RunManager(ARGS.runs_dir.resolve(), max_file_bytes=int(ARGS.max_file_mb * 1e6))
 LOADED: dict[str, tuple] = {}  # the model last loaded in the Try tab: name -> (model, tokenizer)

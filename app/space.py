@@ -125,7 +125,7 @@ def main() -> None:
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    from training.push_to_hub import PushError, explain, require_token
+    from hf_scratch_transformer.training.push_to_hub import PushError, explain, require_token
 
     try:
         api = HfApi(token=require_token())

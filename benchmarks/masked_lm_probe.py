@@ -22,18 +22,13 @@ import collections
 import itertools
 import json
 import math
-import sys
-from pathlib import Path
-
-if not __package__:  # `python benchmarks/masked_lm_probe.py`: import from this checkout, installed or not
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
-from training.pretrain import pack_into_chunks
+from hf_scratch_transformer.training.pretrain import pack_into_chunks
 
 
 def read_texts(path: str, column: str, limit: int | None, every: int = 1) -> list[str]:

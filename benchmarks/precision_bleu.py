@@ -11,12 +11,8 @@ fp32 figure equals `finetune_translation.py --predict_with_generate` on the same
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
-
-if not __package__:  # `python benchmarks/precision_bleu.py`: import from this checkout, installed or not
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer

@@ -12,18 +12,14 @@ see which half of the sentence carries the verdict.
 
 import argparse
 import json
-import sys
 from pathlib import Path
-
-if not __package__:  # `python benchmarks/sentiment_errors.py`: import from this checkout, installed or not
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
 from benchmarks import nbsvm
-from training.finetune_sentiment import encode_truncated
+from hf_scratch_transformer.training.finetune_sentiment import encode_truncated
 
 CONTRAST_WORDS = {"but", "though", "although", "yet", "however"}
 

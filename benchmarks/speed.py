@@ -37,9 +37,6 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-if not __package__:  # `python benchmarks/speed.py`: import the model from this checkout, installed or not
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import torch
 from torch import nn
 from transformers import BartConfig, BartForConditionalGeneration, MarianConfig, MarianMTModel

@@ -11,10 +11,6 @@ Shape flags are speed.py's.
 import statistics
 import sys
 import time
-from pathlib import Path
-
-if not __package__:  # `python benchmarks/where_time_goes.py`: import from this checkout, installed or not
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 from torch.profiler import ProfilerActivity, profile

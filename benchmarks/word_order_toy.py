@@ -15,11 +15,6 @@ chunk's length.
 """
 
 import argparse
-import sys
-from pathlib import Path
-
-if not __package__:  # `python benchmarks/word_order_toy.py`: import from this checkout, installed or not
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 import torch.nn.functional as F

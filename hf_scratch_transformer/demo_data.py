@@ -30,7 +30,10 @@ from __future__ import annotations
 import operator
 import random
 
-from datasets import Dataset, DatasetDict, Features, Translation, Value
+from .extras import missing_extra_says_which
+
+with missing_extra_says_which("train", "The demo's data set"):
+    from datasets import Dataset, DatasetDict, Features, Translation, Value
 
 MAX_NUMBER = 999_999  # both spellings below stop short of a million ("one million", "eine Million": two words)
 

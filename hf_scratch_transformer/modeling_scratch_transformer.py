@@ -26,6 +26,7 @@ copied next to a checkpoint and loaded with `trust_remote_code=True`.
 """
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -45,11 +46,35 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput, logging
+from transformers.utils import logging
 
 from .configuration_scratch_transformer import ScratchTransformerConfig
 
 logger = logging.get_logger(__name__)
+
+# transformers 5.24 renamed the key/value cache from `past_key_values` to `cache`: `generate()` passes it to `forward`
+# under the new name, and the output classes hold it in a field of that name (the old one stays a deprecated alias
+# until 5.40). The forwards below take it under either name, so that every release from 5.23 on can call them, and
+# fill the output field that the installed release defines.
+CACHE_FIELD = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
+
+
+def one_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The cache a forward was given: under its name since transformers 5.24, `cache`, or before, `past_key_values`.
+
+    Where the installed transformers says `cache`, the old name alone works with a FutureWarning, as for its own
+    models. Given both, `cache` counts, as in transformers' models, unless it is still empty: PEFT's prefix tuning
+    hands its prefix over as `past_key_values` at every step, beside the `cache` that `generate()` starts empty and
+    that then holds the prefix and the tokens so far.
+    """
+    if past_key_values is None:
+        return cache
+    if cache is None:
+        if CACHE_FIELD == "cache":
+            warnings.warn("`past_key_values` is deprecated: pass the cache as `cache`.", FutureWarning, stacklevel=3)
+        return past_key_values
+    return cache if cache.get_seq_length() else past_key_values
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # 1. Scaled dot-product attention
@@ -129,7 +154,7 @@ class ScratchTransformerAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         key_value_states: torch.Tensor | None = None,
-        past_key_values: EncoderDecoderCache | None = None,
+        cache: EncoderDecoderCache | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """hidden_states (B, T, E) are the queries; keys and values come from `key_value_states` (B, S, E) for
@@ -138,26 +163,22 @@ class ScratchTransformerAttention(nn.Module):
         batch_size, query_length, _ = hidden_states.shape
         query = self._split_heads(self.q_proj(hidden_states))  # (B, H, T, D)
 
-        cache = None
-        if past_key_values is not None:
-            cache = (
-                past_key_values.cross_attention_cache
-                if self.is_cross_attention
-                else past_key_values.self_attention_cache
-            )
+        own_cache = None  # the self- or the cross-attention half of the cache
+        if cache is not None:
+            own_cache = cache.cross_attention_cache if self.is_cross_attention else cache.self_attention_cache
 
-        if self.is_cross_attention and cache is not None and past_key_values.is_updated.get(self.layer_idx):
+        if self.is_cross_attention and cache is not None and cache.is_updated.get(self.layer_idx):
             # The encoder output does not change while generating: its keys and values were projected at step one.
-            key, value = cache.layers[self.layer_idx].keys, cache.layers[self.layer_idx].values
+            key, value = own_cache.layers[self.layer_idx].keys, own_cache.layers[self.layer_idx].values
         else:
             source = key_value_states if self.is_cross_attention else hidden_states
             key = self._split_heads(self.k_proj(source))  # (B, H, S, D)
             value = self._split_heads(self.v_proj(source))  # (B, H, S, D)
-            if cache is not None:
+            if own_cache is not None:
                 # Self-attention: append this step's keys and values to those of the earlier steps.
-                key, value = cache.update(key, value, self.layer_idx)
+                key, value = own_cache.update(key, value, self.layer_idx)
                 if self.is_cross_attention:
-                    past_key_values.is_updated[self.layer_idx] = True
+                    cache.is_updated[self.layer_idx] = True
 
         # Beam search and several samples per source run the decoder on k consecutive rows per source, while the
         # cross-attention keys and values are kept once per source (see `_expand_inputs_for_generation`): the k
@@ -371,14 +392,14 @@ class ScratchTransformerDecoderLayer(ScratchTransformerLayer):
         attention_mask: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        past_key_values: EncoderDecoderCache | None = None,
+        cache: EncoderDecoderCache | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         residual = hidden_states
         attention_output, self_attention_weights = self.self_attn(
             self.sublayer_input(self.self_attn_layer_norm, hidden_states),
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             output_attentions=output_attentions,
         )
         hidden_states = self.sublayer_output(self.self_attn_layer_norm, residual, attention_output)
@@ -388,7 +409,7 @@ class ScratchTransformerDecoderLayer(ScratchTransformerLayer):
             self.sublayer_input(self.encoder_attn_layer_norm, hidden_states),
             attention_mask=encoder_attention_mask,
             key_value_states=encoder_hidden_states,
-            past_key_values=past_key_values,
+            cache=cache,
             output_attentions=output_attentions,
         )
         hidden_states = self.sublayer_output(self.encoder_attn_layer_norm, residual, attention_output)
@@ -574,7 +595,7 @@ def attention_masks(
     output_attentions: bool,
     encoder_hidden_states: torch.Tensor | None = None,
     encoder_attention_mask: torch.Tensor | None = None,
-    past_key_values: EncoderDecoderCache | None = None,
+    cache: EncoderDecoderCache | None = None,
     past_length: int | torch.Tensor = 0,
     static_length: int | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -594,7 +615,7 @@ def attention_masks(
     builds for them.
     """
     is_decoder = encoder_hidden_states is not None
-    self_cache = past_key_values.self_attention_cache if past_key_values is not None else None
+    self_cache = cache.self_attention_cache if cache is not None else None
     if not (output_attentions or config._attn_implementation in (None, "eager", "sdpa")):
         if not is_decoder:
             return create_bidirectional_mask(config, inputs_embeds, attention_mask), None
@@ -764,7 +785,7 @@ class ScratchTransformerEncoder(ScratchTransformerPreTrainedModel):
 
 class ScratchTransformerDecoder(ScratchTransformerPreTrainedModel):
     """Embeddings plus positions, then `decoder_layers` decoder layers, each attending to the encoder output.
-    While generating it feeds only the newest token and keeps the earlier ones in `past_key_values`."""
+    While generating it feeds only the newest token and keeps the earlier ones in `cache`."""
 
     def __init__(self, config: ScratchTransformerConfig):
         super().__init__(config)
@@ -775,6 +796,7 @@ class ScratchTransformerDecoder(ScratchTransformerPreTrainedModel):
             [ScratchTransformerDecoderLayer(config, layer_idx=i) for i in range(config.decoder_layers)]
         )
         self.layer_norm = nn.LayerNorm(config.d_model) if config.normalize_before else None
+        self.gradient_checkpointing = False  # set, with the layers' own, by `gradient_checkpointing_enable()`
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -789,24 +811,35 @@ class ScratchTransformerDecoder(ScratchTransformerPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        past_key_values: EncoderDecoderCache | None = None,
+        cache: EncoderDecoderCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        past_key_values: EncoderDecoderCache | None = None,
     ) -> BaseModelOutputWithPastAndCrossAttentions | tuple:
+        """`past_key_values` is `cache` under its name before transformers 5.24."""
+        cache = one_cache(cache, past_key_values)
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         use_cache = use_cache if use_cache is not None else self.config.use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            # The backward pass runs each layer again, which would append its keys and values a second time.
+            if cache is not None:
+                raise ValueError(
+                    "A key/value cache (e.g. a PEFT prefix) cannot be used with gradient checkpointing: recomputing "
+                    "a layer in the backward pass would fill it twice. Disable gradient checkpointing, or use LoRA."
+                )
+            use_cache = False
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         # A cache passed in is attended to even when `use_cache` is off: PEFT prefix tuning hands its trained
         # prefix to the decoder as cached keys and values, also when teacher forcing with labels. A static cache
         # gives its length as a 0-dim tensor on the device (0 before its first step), which is never read as a number.
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past_length = cache.get_seq_length() if cache is not None else 0
         # The ids of later decoding steps are those `generate()` chose from the model's own vocabulary. Checking them
         # reads them, which on a GPU means waiting for the device at every step: only the first call's are checked
         # there (on the CPU, where reading costs nothing, every call's are).
@@ -829,7 +862,7 @@ class ScratchTransformerDecoder(ScratchTransformerPreTrainedModel):
         if isinstance(past_length, int):
             check_mask_shape("decoder_attention_mask", attention_mask, (batch_size, past_length + target_length))
         check_mask_shape("attention_mask", encoder_attention_mask, tuple(encoder_hidden_states.shape[:2]))
-        self_cache = past_key_values.self_attention_cache if past_key_values is not None else None
+        self_cache = cache.self_attention_cache if cache is not None else None
         static_length = static_cache_length(self_cache)
         if static_length is not None and self.config.position_embedding == "learned":
             # All the positions a static cache can reach, checked from its size (a number, no device read).
@@ -842,7 +875,7 @@ class ScratchTransformerDecoder(ScratchTransformerPreTrainedModel):
             output_attentions,
             encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             past_length=past_length,
             static_length=static_length,
         )
@@ -858,7 +891,7 @@ class ScratchTransformerDecoder(ScratchTransformerPreTrainedModel):
                 self_mask,
                 encoder_hidden_states,  # positional, so that gradient checkpointing saves it for the backward pass
                 encoder_attention_mask=cross_mask,
-                past_key_values=past_key_values,
+                cache=cache,
                 output_attentions=output_attentions,
             )
             if output_hidden_states:
@@ -873,10 +906,10 @@ class ScratchTransformerDecoder(ScratchTransformerPreTrainedModel):
 
         output = BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=all_hidden_states,
             attentions=all_self_attentions,
             cross_attentions=all_cross_attentions,
+            **{CACHE_FIELD: cache if use_cache else None},
         )
         return output if return_dict is not False else output.to_tuple()
 
@@ -925,14 +958,17 @@ class ScratchTransformerModel(ScratchTransformerPreTrainedModel):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
     ) -> Seq2SeqModelOutput | tuple:
+        """`past_key_values` is `cache` under its name before transformers 5.24."""
+        cache = one_cache(cache, past_key_values)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
                 input_ids=input_ids,
@@ -958,7 +994,7 @@ class ScratchTransformerModel(ScratchTransformerPreTrainedModel):
             attention_mask=decoder_attention_mask,
             encoder_hidden_states=encoder_outputs.last_hidden_state,
             encoder_attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
             output_attentions=output_attentions,
@@ -966,13 +1002,13 @@ class ScratchTransformerModel(ScratchTransformerPreTrainedModel):
         )
         output = Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
-            past_key_values=decoder_outputs.past_key_values,
             decoder_hidden_states=decoder_outputs.hidden_states,
             decoder_attentions=decoder_outputs.attentions,
             cross_attentions=decoder_outputs.cross_attentions,
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,
+            **{CACHE_FIELD: getattr(decoder_outputs, CACHE_FIELD)},
         )
         return output if return_dict is not False else output.to_tuple()
 
@@ -1083,22 +1119,7 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
             value = kwargs.get(name, getattr(generation_config, name, None))
             if value is not None and value < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {value} (1 beam is greedy decoding or sampling).")
-        output = super().generate(*args, **kwargs)
-        rows_per_source = max(
-            kwargs.get(name, getattr(generation_config, name, None)) or 1
-            for name in ("num_beams", "num_return_sequences")
-        )
-        if (
-            isinstance(output, ModelOutput)
-            and rows_per_source > 1
-            and self.config._attn_implementation in ("eager", "sdpa")
-        ):
-            # The encoder ran once per source (see `_expand_inputs_for_generation`); what generate() returns of it has
-            # one copy per row, as for every other model.
-            for name in ("encoder_hidden_states", "encoder_attentions"):
-                if getattr(output, name, None) is not None:
-                    output[name] = tuple(states.repeat_interleave(rows_per_source, dim=0) for states in output[name])
-        return output
+        return super().generate(*args, **kwargs)
 
     @staticmethod
     def create_masks_for_generate(attention_mask: torch.Tensor | None = None, **generation_metadata):
@@ -1124,13 +1145,13 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
         return input_ids, {**model_kwargs, **once_per_source}
 
     @staticmethod
-    def _reorder_cache(past_key_values: EncoderDecoderCache, beam_idx: torch.Tensor) -> EncoderDecoderCache:
+    def _reorder_cache(cache: EncoderDecoderCache, beam_idx: torch.Tensor) -> EncoderDecoderCache:
         """Beam search, between steps: the self-attention keys and values follow the beams that were kept. The
         cross-attention ones stay where they are: `beam_idx` only moves beams within their own source, whose beams
         all hold the same encoder output, so reordering them (what `generate()` does without this method) would
         copy every layer's cross-attention keys and values each step without changing a number."""
-        past_key_values.self_attention_cache.reorder_cache(beam_idx)
-        return past_key_values
+        cache.self_attention_cache.reorder_cache(beam_idx)
+        return cache
 
     def forward(
         self,
@@ -1139,7 +1160,7 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -1149,7 +1170,9 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
         return_dict: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         logits_to_keep: int = 0,
+        past_key_values: Cache | None = None,
     ) -> Seq2SeqLMOutput | tuple:
+        """`past_key_values` is `cache` under its name before transformers 5.24."""
         if labels is not None and logits_to_keep:
             raise ValueError("The loss needs the logits of every target position: no `logits_to_keep` with labels.")
         if labels is not None:
@@ -1165,7 +1188,7 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
             encoder_outputs=encoder_outputs,
-            past_key_values=past_key_values,
+            cache=one_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             decoder_inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
@@ -1192,13 +1215,13 @@ class ScratchTransformerForConditionalGeneration(ScratchTransformerPreTrainedMod
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             decoder_hidden_states=outputs.decoder_hidden_states,
             decoder_attentions=outputs.decoder_attentions,
             cross_attentions=outputs.cross_attentions,
             encoder_last_hidden_state=outputs.encoder_last_hidden_state,
             encoder_hidden_states=outputs.encoder_hidden_states,
             encoder_attentions=outputs.encoder_attentions,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
         return output if return_dict is not False else output.to_tuple()
 
@@ -1288,13 +1311,14 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        cache: Cache | None = None,
         past_key_values: Cache | None = None,
     ) -> SequenceClassifierOutput | tuple:
-        if past_key_values is not None:
+        if one_cache(cache, past_key_values) is not None:
             # PEFT prefix tuning passes its prefix this way; ignored, it would silently train nothing.
             raise ValueError(
-                "The classifier is the encoder alone and keeps no key/value cache, so `past_key_values` (e.g. PEFT "
-                "prefix tuning) cannot reach it. Use LoRA or prompt tuning for classification."
+                "The classifier is the encoder alone and keeps no key/value cache, so a `cache` (e.g. a PEFT prefix "
+                "tuning prefix) cannot reach it. Use LoRA or prompt tuning for classification."
             )
         if attention_mask is None and input_ids is not None and self.config.pad_token_id is not None:
             # Without a mask, padding is read off the ids, so that a sentence's label does not depend on how much

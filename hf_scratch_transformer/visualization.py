@@ -24,8 +24,12 @@ import textwrap
 from dataclasses import dataclass
 
 import torch
-from matplotlib.figure import Figure
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .extras import missing_extra_says_which
+
+with missing_extra_says_which("train", "Drawing attention"):
+    from matplotlib.figure import Figure
 
 KINDS = ("cross", "encoder", "decoder")
 AXIS_NAMES = {  # kind -> (rows, columns)

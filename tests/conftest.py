@@ -126,7 +126,7 @@ def run_script(script: str, *arguments) -> None:
     """training/<script>.py's main() in this process, with `arguments` as its command line. A script started as a
     process spends 7-10 s importing torch, transformers, datasets and peft before its first step; the tests of what
     a user sees at the command line (the exit status, a message and no traceback) start one, the others call main()."""
-    module = importlib.import_module(f"training.{script}")
+    module = importlib.import_module(f"hf_scratch_transformer.training.{script}")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", [f"training/{script}.py", *map(str, arguments)])
         module.main()

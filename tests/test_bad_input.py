@@ -222,8 +222,8 @@ def test_config_overrides_that_shape_weights_are_refused_on_a_checkpoint(files, 
 def test_a_checkpoint_is_fine_tuned_with_the_dropout_and_pooling_asked_for(files, tmp_path):
     """Dropout and pooling shape no weight: a checkpoint pretrained without dropout can be fine-tuned with it, and
     its classifier can pool the first token."""
-    from training.arguments import ModelArguments
-    from training.model_loading import load_model, load_tokenizer
+    from hf_scratch_transformer.training.arguments import ModelArguments
+    from hf_scratch_transformer.training.model_loading import load_model, load_tokenizer
 
     config = tiny_config(num_labels=2, dropout=0.0)
     ScratchTransformerForSequenceClassification(config).save_pretrained(tmp_path / "model")

@@ -11,8 +11,8 @@ import datasets
 import pytest
 from conftest import SHARED_DATA
 
-from training.arguments import DataArguments
-from training.data import DATA_FILE_BUILDERS, load_raw_datasets, require_columns
+from hf_scratch_transformer.training.arguments import DataArguments
+from hf_scratch_transformer.training.data import DATA_FILE_BUILDERS, load_raw_datasets, require_columns
 
 ROWS = [{"text": "A good film.", "label": 1}, {"text": "A dull one.", "label": 0}, {"text": "Fine.", "label": 1}]
 

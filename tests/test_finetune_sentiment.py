@@ -12,8 +12,8 @@ import pytest
 from conftest import REPO_ROOT, SHARED_DATA, run_script, script_stops_with, toy_reviews, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from training.finetune_sentiment import keep_head_and_tail
-from training.output_dir import validation_metrics
+from hf_scratch_transformer.training.finetune_sentiment import keep_head_and_tail
+from hf_scratch_transformer.training.output_dir import validation_metrics
 
 SCRIPT = REPO_ROOT / "training" / "finetune_sentiment.py"
 TINY_MODEL = (

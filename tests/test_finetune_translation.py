@@ -141,7 +141,7 @@ def test_translation_samples_are_written(new_model_run, demo):
 def test_the_cross_attention_of_the_shortest_translations_is_drawn_for_the_card(new_model_run, tmp_path):
     from PIL import Image
 
-    from training.model_card import make_model_card
+    from hf_scratch_transformer.training.model_card import make_model_card
 
     picture = Image.open(new_model_run / ft.ATTENTION_FILE)
     assert picture.format == "PNG" and picture.width > 600  # three maps side by side

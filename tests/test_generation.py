@@ -4,6 +4,7 @@ Every test builds a tiny random model (see `conftest.tiny_config`) with untied e
 model's outputs depend on its inputs and generated sequences are not one token repeated.
 """
 
+import contextlib
 import types
 
 import pytest
@@ -362,7 +363,8 @@ def copying_the_encoder_output_per_row(model):
 def test_cross_attention_once_per_source_gives_what_copies_per_beam_give(attn_implementation):
     """Beam search and several samples per source read each source's cross-attention keys and values once: the
     tokens, beam scores, every step's cross-attention weights and the encoder outputs returned are those of the copies
-    per row that transformers makes (padded sources included); the cache holds one row per source."""
+    per row that transformers makes (padded sources included), the encoder's once per source as transformers returns
+    them; the cache holds one row per source."""
     input_ids, attention_mask, _ = random_batch(batch_size=3, source_length=9)
     settings = dict(
         input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=5, min_new_tokens=5,
@@ -385,7 +387,7 @@ def test_cross_attention_once_per_source_gives_what_copies_per_beam_give(attn_im
     for step, reference_step in zip(beams.cross_attentions, reference_beams.cross_attentions, strict=True):
         assert max_abs_diff(step, reference_step) < 1e-5  # each layer's (3 · 3, H, 1, 9) weights
     assert max_abs_diff(beams.encoder_attentions, reference_beams.encoder_attentions) == 0
-    assert beams.encoder_attentions[0].shape[0] == 3 * 3
+    assert beams.encoder_attentions[0].shape[0] == 3
     assert torch.equal(samples.sequences, reference_samples.sequences)
     assert max_abs_diff(samples.scores, reference_samples.scores) < 1e-5
     cross_cache = beams.past_key_values.cross_attention_cache.layers[0].keys
@@ -796,3 +798,89 @@ def test_beam_reordering_moves_self_attention_keys_and_leaves_cross_attention_on
     for layer, before in zip(cross_cache.layers, cross_before, strict=True):
         assert layer.keys is before  # not copied
         assert torch.equal(layer.keys[beam_idx], before)  # and reordering would not have changed it
+
+
+def output_shapes(output) -> dict:
+    """Every field of a `generate()` output as the nesting of its tensors' shapes, the cache left out: ours keeps the
+    cross-attention keys once per source, which is its own business."""
+
+    def shapes(value):
+        if isinstance(value, torch.Tensor):
+            return tuple(value.shape)
+        return tuple(shapes(item) for item in value)
+
+    return {name: shapes(value) for name, value in output.items() if name not in ("cache", "past_key_values")}
+
+
+@pytest.mark.parametrize("attn_implementation", ATTN_IMPLEMENTATIONS)
+@pytest.mark.parametrize(
+    "search",
+    [
+        dict(),
+        dict(num_beams=2),
+        dict(num_beams=3, num_return_sequences=2),
+        dict(do_sample=True, num_return_sequences=2),
+        dict(do_sample=True, num_beams=2),
+    ],
+    ids=["greedy", "beam", "beam-returning-2", "sample-returning-2", "beam-sample"],
+)
+def test_generate_returns_the_fields_and_shapes_marian_returns(search, attn_implementation):
+    """What `generate(return_dict_in_generate=True, output_*=True)` returns is defined by transformers: every field
+    has the shape Marian's has for the same batch, sizes and search (encoder outputs once per source, per-step
+    scores, logits, attentions and hidden states once per row). Marian runs eager attention: with SDPA it returns no
+    attention weights, where ours computes them with the written-out formula."""
+    from transformers import MarianConfig
+
+    ours = make_model(attn_implementation)
+    config = ours.config
+    marian = AutoModelForSeq2SeqLM.from_config(
+        MarianConfig(
+            vocab_size=config.vocab_size, d_model=config.d_model, encoder_layers=config.encoder_layers,
+            decoder_layers=config.decoder_layers, encoder_attention_heads=config.encoder_attention_heads,
+            decoder_attention_heads=config.decoder_attention_heads, encoder_ffn_dim=config.encoder_ffn_dim,
+            decoder_ffn_dim=config.decoder_ffn_dim, max_position_embeddings=config.max_position_embeddings,
+            pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=BOS, forced_eos_token_id=None,
+        ),
+        attn_implementation="eager",
+    ).eval()  # fmt: skip
+    input_ids, attention_mask, _ = random_batch(batch_size=2, source_length=7)
+    settings = dict(
+        input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=4, min_new_tokens=4,
+        return_dict_in_generate=True, output_scores=True, output_logits=True, output_attentions=True,
+        output_hidden_states=True, **search,
+    )  # fmt: skip
+    with torch.no_grad():
+        torch.manual_seed(0)
+        our_output = ours.generate(**settings)
+        torch.manual_seed(0)
+        marian_output = marian.generate(**settings)
+    assert type(our_output) is type(marian_output)
+    our_shapes, marian_shapes = output_shapes(our_output), output_shapes(marian_output)
+    assert our_shapes == marian_shapes
+    assert our_shapes["encoder_attentions"][0][0] == 2  # one per source, as the issue that found the bug saw
+
+
+def test_forward_takes_the_cache_under_its_new_and_its_old_name():
+    """transformers 5.24 renamed `past_key_values` to `cache`: both names reach the same cache on every supported
+    release, and a misspelt name is refused rather than ignored."""
+    import transformers.modeling_outputs
+
+    model = make_model()
+    input_ids, attention_mask, labels = random_batch()
+    common = dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=labels[:, :3], use_cache=True)
+    with torch.no_grad():
+        first = model(**common)
+        prefix = first.cache if "cache" in first else first.past_key_values
+        steps = {}
+        for name in ("cache", "past_key_values"):
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+            model(**{**common, name: cache})
+            assert cache.get_seq_length() == 3  # the forward filled the cache it was given
+            steps[name] = model(**{**common, "decoder_input_ids": labels[:, 3:4], name: cache}).logits
+        assert torch.equal(steps["cache"], steps["past_key_values"])
+        assert prefix.get_seq_length() == 3
+        with pytest.raises(TypeError, match="caches"):
+            model(**common, caches=prefix)
+    new_name = "cache" in transformers.modeling_outputs.Seq2SeqLMOutput.__dataclass_fields__
+    with pytest.warns(FutureWarning, match="past_key_values") if new_name else contextlib.nullcontext():
+        model(**common, past_key_values=EncoderDecoderCache(DynamicCache(), DynamicCache()))

@@ -21,8 +21,8 @@ from hf_scratch_transformer import (
     modeling_scratch_transformer,
 )
 from hf_scratch_transformer.demo_data import make_translation_dataset
-from training.launch import check_processes_see_each_other
-from training.model_loading import parse_config_overrides
+from hf_scratch_transformer.training.launch import check_processes_see_each_other
+from hf_scratch_transformer.training.model_loading import parse_config_overrides
 
 CONFIGS = REPO_ROOT / "training" / "accelerate_configs"
 

@@ -16,7 +16,7 @@ from peft import AutoPeftModelForSeq2SeqLM, AutoPeftModelForSequenceClassificati
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from training.model_card import make_model_card
+from hf_scratch_transformer.training.model_card import make_model_card
 
 TINY_MODEL = (
     "d_model=32,encoder_layers=2,decoder_layers=2,encoder_attention_heads=4,decoder_attention_heads=4,"

@@ -16,8 +16,13 @@ from transformers import Seq2SeqTrainingArguments, Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
+from hf_scratch_transformer.training.atomic_checkpoints import (
+    STAGING_DIR_NAME,
+    AtomicSeq2SeqTrainer,
+    AtomicTrainer,
+    publish_checkpoint,
+)
 from training import atomic_checkpoints
-from training.atomic_checkpoints import STAGING_DIR_NAME, AtomicSeq2SeqTrainer, AtomicTrainer, publish_checkpoint
 
 TRAINING = REPO_ROOT / "training"
 SCRIPT = TRAINING / "finetune_sentiment.py"
@@ -229,7 +234,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_weights_of_an_uninterrup
 KILLED_IN_A_SAVE = """
 import os, signal
 from training import finetune_sentiment
-from training.atomic_checkpoints import AtomicTrainer
+from hf_scratch_transformer.training.atomic_checkpoints import AtomicTrainer
 
 save_optimizer_and_scheduler = AtomicTrainer._save_optimizer_and_scheduler
 

@@ -21,9 +21,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if not __package__:  # `python training/average_checkpoints.py`: import from this checkout (see training/__init__)
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import torch
 from transformers import (
     AutoConfig,

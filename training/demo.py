@@ -20,16 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-if not __package__:  # `python training/demo.py`: import from this checkout (see training/__init__)
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from hf_scratch_transformer.demo_data import make_demo_splits
 from hf_scratch_transformer.metrics import load_metric
 
-TRAINING = Path(__file__).resolve().parent
 # A model a fifth of the paper's width: enough for number words, small enough for two CPU cores. Pre-LN and
 # warmup let it train at a high learning rate from the first steps.
 MODEL = (
@@ -52,9 +48,10 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def run(script: str, *arguments) -> None:
-    command = [sys.executable, str(TRAINING / script), *map(str, arguments)]
-    print("$", " ".join(command[1:]), flush=True)
+def run(command: str, *arguments) -> None:
+    """One of the package's commands, `hf-scratch-transformer <command>`, in a process of its own."""
+    print("$ hf-scratch-transformer", command, *arguments, flush=True)
+    command = [sys.executable, "-m", "hf_scratch_transformer.training.cli", command, *map(str, arguments)]
     subprocess.run(command, check=True)
 
 
@@ -79,12 +76,12 @@ def main() -> None:
 
     # 2. Tokenizer.
     tokenizer_dir = args.output_dir / "tokenizer"
-    run("train_tokenizer.py", "--train_file", data_dir / "train.jsonl", "--output_dir", tokenizer_dir,
+    run("train-tokenizer", "--train_file", data_dir / "train.jsonl", "--output_dir", tokenizer_dir,
         "--vocab_size", 600, "--num_sentinel_tokens", 10)  # fmt: skip
 
     # 3. Model.
     model_dir = args.output_dir / "model"
-    run("finetune_translation.py", "--source_lang", "en", "--target_lang", "de",
+    run("finetune-translation", "--source_lang", "en", "--target_lang", "de",
         "--train_file", data_dir / "train.jsonl", "--validation_file", data_dir / "validation.jsonl",
         "--tokenizer_name", tokenizer_dir, "--config_overrides", MODEL, "--output_dir", model_dir,
         "--overwrite_output_dir", "--max_steps", args.max_steps, "--per_device_train_batch_size", 64,

@@ -22,25 +22,35 @@ Sun et al., 2019, found this best on IMDB, keeping 128 + 382 of 512 tokens).
 """
 
 import logging
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-
-if not __package__:  # `python training/finetune_sentiment.py`: import from this checkout (see training/__init__)
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments, set_seed
 
 from hf_scratch_transformer.metrics import load_metric
-from training.adapters import add_adapter
-from training.arguments import DataArguments, ModelArguments, OutputDirArguments, PeftArguments, parse_arguments
-from training.atomic_checkpoints import AtomicTrainer
-from training.data import drop_rows_without_text, load_raw_datasets, require_columns, tokenize_splits
-from training.launch import start_run
-from training.model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
-from training.output_dir import save_results, validation_metrics
-from training.push_to_hub import push_trainer_run
+from hf_scratch_transformer.training.adapters import add_adapter
+from hf_scratch_transformer.training.arguments import (
+    DataArguments,
+    ModelArguments,
+    OutputDirArguments,
+    PeftArguments,
+    parse_arguments,
+)
+from hf_scratch_transformer.training.atomic_checkpoints import AtomicTrainer
+from hf_scratch_transformer.training.data import (
+    drop_rows_without_text,
+    load_raw_datasets,
+    require_columns,
+    tokenize_splits,
+)
+from hf_scratch_transformer.training.launch import start_run
+from hf_scratch_transformer.training.model_loading import (
+    check_lengths_fit_learned_positions,
+    load_model,
+    load_tokenizer,
+)
+from hf_scratch_transformer.training.output_dir import save_results, validation_metrics
+from hf_scratch_transformer.training.push_to_hub import push_trainer_run
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,11 @@ import os
 
 from transformers import TrainingArguments
 
-from training.output_dir import checkpoint_to_resume, refuse_used_output_dir_or_delete_its_checkpoints
-from training.push_to_hub import check_hub_token
+from hf_scratch_transformer.training.output_dir import (
+    checkpoint_to_resume,
+    refuse_used_output_dir_or_delete_its_checkpoints,
+)
+from hf_scratch_transformer.training.push_to_hub import check_hub_token
 
 
 def start_run(training_args: TrainingArguments, overwrite_output_dir: bool) -> str | None:

@@ -14,11 +14,13 @@ count).
 
 import json
 import struct
+from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "model_cards"
+# model_cards/ of the repository, installed as the package data `hf_scratch_transformer.model_cards`.
+TEMPLATES = resources.files("hf_scratch_transformer.model_cards")
 CURVES_FILE = "training_curves.svg"
 ATTENTION_FILE = "attention.png"  # finetune_translation.py's picture of the cross-attention of a few translations
 PAPER_URL = "https://arxiv.org/abs/1706.03762"

@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, Pretr
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
-from training.arguments import ModelArguments
+from hf_scratch_transformer.training.arguments import ModelArguments
 
 
 def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:

@@ -11,11 +11,7 @@ cross-attention of that translation: each output token's row says which source t
 """
 
 import argparse
-import sys
 from pathlib import Path
-
-if not __package__:  # `python training/plot_attention.py`: import from this checkout (see training/__init__)
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
 

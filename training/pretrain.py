@@ -50,12 +50,7 @@ import json
 import logging
 import math
 import os
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-
-if not __package__:  # `python training/pretrain.py`: import from this checkout (see training/__init__)
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import datasets
 import numpy as np
@@ -72,13 +67,22 @@ from hf_scratch_transformer.data_collators import (
     compute_input_and_target_lengths,
 )
 from hf_scratch_transformer.modeling_scratch_transformer import ScratchTransformerEncoder
-from training.arguments import DataArguments, ModelArguments, OutputDirArguments, parse_arguments
-from training.atomic_checkpoints import AtomicTrainer, require_trainer_methods
-from training.data import column_names, load_raw_datasets, require_columns
-from training.launch import start_run
-from training.model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
-from training.output_dir import save_results, validation_metrics
-from training.push_to_hub import push_trainer_run
+from hf_scratch_transformer.training.arguments import (
+    DataArguments,
+    ModelArguments,
+    OutputDirArguments,
+    parse_arguments,
+)
+from hf_scratch_transformer.training.atomic_checkpoints import AtomicTrainer, require_trainer_methods
+from hf_scratch_transformer.training.data import column_names, load_raw_datasets, require_columns
+from hf_scratch_transformer.training.launch import start_run
+from hf_scratch_transformer.training.model_loading import (
+    check_lengths_fit_learned_positions,
+    load_model,
+    load_tokenizer,
+)
+from hf_scratch_transformer.training.output_dir import save_results, validation_metrics
+from hf_scratch_transformer.training.push_to_hub import push_trainer_run
 
 logger = logging.getLogger(__name__)
 

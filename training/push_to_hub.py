@@ -19,19 +19,22 @@ import argparse
 import fnmatch
 import os
 import re
-import sys
 from pathlib import Path
-
-if not __package__:  # `python training/push_to_hub.py`: import `training` from this checkout (see its __init__)
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import httpx2
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
-from training.model_card import CURVES_FILE, make_model_card, read_json, run_kind, training_curves_svg
+import hf_scratch_transformer
+from hf_scratch_transformer.training.model_card import (
+    CURVES_FILE,
+    make_model_card,
+    read_json,
+    run_kind,
+    training_curves_svg,
+)
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / "hf_scratch_transformer"
+PACKAGE_DIR = Path(hf_scratch_transformer.__file__).parent  # where the model files to copy beside the weights are
 REMOTE_CODE_FILES = ["configuration_scratch_transformer.py", "modeling_scratch_transformer.py"]
 # What of a run folder goes to the Hub. Checkpoints, optimizer states and training_args.bin (a pickle) stay home.
 RUN_FILES = [

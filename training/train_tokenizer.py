@@ -51,22 +51,17 @@ pretraining. Every encoded sequence ends with `</s>` (a pair: `A </s> B </s>`); 
 """
 
 import logging
-import sys
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-
-if not __package__:  # `python training/train_tokenizer.py`: import from this checkout (see training/__init__)
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import datasets
 import pyarrow as pa
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from training.arguments import DataArguments, parse_arguments
-from training.data import load_raw_datasets
+from hf_scratch_transformer.training.arguments import DataArguments, parse_arguments
+from hf_scratch_transformer.training.data import load_raw_datasets
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,10 @@ Each metric is one self-contained `evaluate` module file, `<name>/<name>.py` nex
 from pathlib import Path
 from typing import Any
 
-import evaluate
+from ..extras import missing_extra_says_which
+
+with missing_extra_says_which("train", "The metrics"):
+    import evaluate
 
 _METRICS_DIR = Path(__file__).resolve().parent
 
