@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo app lint format clean
+.PHONY: install install-newest test test-newest demo app lint format clean
 
 install: $(STAMP)
 
@@ -26,7 +26,7 @@ install-newest:
 	grep '^torch==' constraints.txt > $(NEWEST)/torch-constraint.txt
 	$(NEWEST)/bin/python -m pip install --quiet -c $(NEWEST)/torch-constraint.txt torch
 	$(NEWEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -c $(NEWEST)/torch-constraint.txt \
-		-e ".[dev]" transformers peft accelerate
+		-e ".[train]" transformers peft accelerate pytest pytest-xdist parameterized
 
 # Two workers, as many as the project's machines have cores; each test file, with its module fixtures, runs whole on
 # one of them. `make test PYTEST_ARGS="-n 0 tests/test_modeling.py"` runs one file in this process.
@@ -34,8 +34,17 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The model's tests on the newest releases: modeling, generation, save/load and remote code, PEFT, Trainer, the fast
+# paths, the Hub round trip, bad input, atomic checkpoints, and transformers' own common suites.
+NEWEST_TESTS := tests/test_modeling.py tests/test_generation.py tests/test_save_load.py tests/test_configuration.py \
+	tests/test_peft.py tests/test_transformers_common.py tests/test_training.py tests/test_fast_paths.py \
+	tests/test_hub.py tests/test_bad_input.py tests/test_reliability.py
+test-newest: install-newest
+	$(NEWEST)/bin/python -m pip list 2>/dev/null | grep -iE '^(torch|transformers|peft|accelerate) '
+	$(NEWEST)/bin/python -m pytest $(PYTEST_ARGS) $(NEWEST_TESTS)
+
 demo: $(STAMP)
-	$(BIN)/python training/demo.py $(DEMO_ARGS)
+	$(BIN)/hf-scratch-transformer demo $(DEMO_ARGS)
 
 app: $(STAMP)
 	$(BIN)/python app/app.py $(APP_ARGS)
@@ -49,4 +58,4 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(NEWEST) build *.egg-info .pytest_cache

@@ -20,14 +20,12 @@ import atexit
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# The package, the training scripts (push_to_hub, plot_attention) and fine_tuning.py beside this file, without
-# installing anything: a Hub Space runs this file from a copy of the repository.
-sys.path[:0] = [str(REPO_ROOT), str(Path(__file__).resolve().parent)]
+# Where `make demo` and the runs of a checkout live; a Space runs this file from its own root (app/space.py), whose
+# runs/ is then the one beside it.
+REPO_ROOT = Path(__file__).resolve().parents[1] if Path(__file__).parent.name == "app" else Path(__file__).parent
 
 
 def parse_args() -> argparse.Namespace:

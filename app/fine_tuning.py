@@ -27,8 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TRAINING = REPO_ROOT / "training"
+import hf_scratch_transformer
+
+COMMAND = [sys.executable, "-m", "hf_scratch_transformer.training.cli"]  # `hf-scratch-transformer` in this Python
+# The runs start there, so that `-m` finds the package also where it is a folder and not installed (a Space).
+PACKAGE_PARENT = Path(hf_scratch_transformer.__file__).resolve().parents[1]
 TASKS = {"classification": "Sentiment / classification", "translation": "Translation"}
 FILE_TYPES = (".csv", ".jsonl", ".json")
 MIN_ROWS = 10  # a tenth is held out to evaluate on: fewer rows leave it nothing to say
@@ -190,17 +193,17 @@ def run_commands(folder: Path, settings: RunSettings, classes: list[str]) -> lis
     if settings.start_model:
         model_flags = ["--model_name_or_path", settings.start_model]
     else:
-        tokenizer = [str(TRAINING / "train_tokenizer.py"), "--train_file", train,
+        tokenizer = ["train-tokenizer", "--train_file", train,
                      "--output_dir", str(folder / "tokenizer"), "--vocab_size", str(NEW_TOKENIZER_VOCAB)]  # fmt: skip
         if settings.task == "classification":
             tokenizer += ["--text_columns", "text"]  # not the labels
-        commands.append([sys.executable, *tokenizer])
+        commands.append([*COMMAND, *tokenizer])
         model_flags = ["--tokenizer_name", str(folder / "tokenizer"), "--config_overrides", NEW_MODEL]
     if settings.task == "classification":
-        script = [str(TRAINING / "finetune_sentiment.py"), "--text_column", "text", "--label_column", "label",
+        script = ["finetune-sentiment", "--text_column", "text", "--label_column", "label",
                   "--class_names", ",".join(classes)]  # fmt: skip
     else:
-        script = [str(TRAINING / "finetune_translation.py"), "--source_lang", settings.text_column,
+        script = ["finetune-translation", "--source_lang", settings.text_column,
                   "--target_lang", settings.label_column, "--predict_with_generate",
                   "--num_samples_to_write", str(SAMPLES)]  # fmt: skip
     training = [
@@ -210,7 +213,7 @@ def run_commands(folder: Path, settings: RunSettings, classes: list[str]) -> lis
         "--logging_steps", str(logging_steps(settings.steps)), "--eval_strategy", "no", "--save_strategy", "no",
         "--report_to", "none", "--disable_tqdm", "true", "--seed", "0",
     ]  # fmt: skip
-    return [*commands, [sys.executable, *script, *training, *model_flags]]
+    return [*commands, [*COMMAND, *script, *training, *model_flags]]
 
 
 def logging_steps(steps: int) -> int:
@@ -271,11 +274,11 @@ class Run:
                 with self.lock:
                     if self.phase == "stopped":
                         return
-                    self.phase = "tokenizer" if command[1].endswith("train_tokenizer.py") else "training"
-                    log.write(f"$ {' '.join(command[1:])}\n")
+                    self.phase = "tokenizer" if "train-tokenizer" in command else "training"
+                    log.write(f"$ hf-scratch-transformer {' '.join(command[len(COMMAND) :])}\n")
                     log.flush()
                     self.process = subprocess.Popen(
-                        command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=environment,
+                        command, stdout=log, stderr=subprocess.STDOUT, cwd=PACKAGE_PARENT, env=environment,
                         start_new_session=True,
                     )  # fmt: skip
                 returncode = self.process.wait()

@@ -3,11 +3,12 @@
     python app/space.py --repo_id your-name/scratch-transformer     # push them (token: HF_TOKEN or `hf auth login`)
     python app/space.py --out space/                                # or write them to a folder, to upload yourself
 
-A Space runs `app_file` (app/app.py) from a copy of the files, so it gets the package, the training scripts the app
-runs, the model card templates, and the app; `README.md` is the Space's card, whose front matter names the Gradio
-version. `requirements.txt` pins every package the app needs at run time (the package's dependencies and its `app`
-extra, and theirs) to its version in constraints.txt, the versions the tests ran against; Gradio itself is left
-out, since the Space installs the `sdk_version` of the card.
+A Space runs `app_file` (app.py) from a copy of the files, and Python finds what sits beside it: the files are laid
+out as the installed package is (training/ as `hf_scratch_transformer/training/`, model_cards/ as
+`hf_scratch_transformer/model_cards/`), the app at the top. `README.md` is the Space's card, whose front matter
+names the Gradio version. `requirements.txt` pins every package the app needs at run time (the package's
+dependencies and its `app` extra, and theirs) to its version in constraints.txt, the versions the tests ran against;
+Gradio itself is left out, since the Space installs the `sdk_version` of the card.
 """
 
 import argparse
@@ -20,11 +21,11 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SOURCES = {  # folder -> the files of it the Space needs
-    "app": ["app.py", "fine_tuning.py"],
-    "hf_scratch_transformer": ["**/*.py"],
-    "training": ["*.py"],
-    "model_cards": ["*.md"],
+SOURCES = {  # folder of the repository -> (the files of it the Space needs, the folder they go to in the Space)
+    "app": (["app.py", "fine_tuning.py"], ""),
+    "hf_scratch_transformer": (["**/*.py"], "hf_scratch_transformer"),
+    "training": (["*.py"], "hf_scratch_transformer/training"),
+    "model_cards": (["*.py", "*.md"], "hf_scratch_transformer/model_cards"),
 }
 CARD = """---
 title: Scratch Transformer
@@ -34,7 +35,7 @@ colorTo: yellow
 sdk: gradio
 sdk_version: {gradio_version}
 python_version: "3.11"
-app_file: app/app.py
+app_file: app.py
 license: apache-2.0
 pinned: false
 ---
@@ -82,8 +83,10 @@ def requirements_txt(constraints: Path = REPO_ROOT / "constraints.txt") -> str:
     """One `name==version` line a runtime package, from constraints.txt; Gradio left to the Space."""
     pins = pinned_versions(constraints)
     # Gradio: the Space installs its sdk_version. setuptools (which torch requires): pip freeze, hence
-    # constraints.txt, leaves the installer's own packages out, and every Python environment has them.
-    packages = sorted(runtime_packages() - {"gradio", "gradio-client", "pip", "setuptools", "wheel"})
+    # constraints.txt, leaves the installer's own packages out, and every Python environment has them. The project
+    # itself (its `app` extra asks for its `train` extra): the Space holds its files.
+    left_out = {"gradio", "gradio-client", "pip", "setuptools", "wheel", "hf-scratch-transformer"}
+    packages = sorted(runtime_packages() - left_out)
     unpinned = [name for name in packages if name not in pins]
     if unpinned:
         raise SystemExit(f"constraints.txt pins no version of {unpinned}: add them (pip freeze) and rerun.")
@@ -94,11 +97,12 @@ def requirements_txt(constraints: Path = REPO_ROOT / "constraints.txt") -> str:
 def space_files() -> dict[str, bytes]:
     """path in the Space -> content."""
     files = {}
-    for folder, patterns in SOURCES.items():
+    for folder, (patterns, destination) in SOURCES.items():
         for pattern in patterns:
             for path in sorted((REPO_ROOT / folder).glob(pattern)):
                 if "__pycache__" not in path.parts:
-                    files[path.relative_to(REPO_ROOT).as_posix()] = path.read_bytes()
+                    name = (Path(destination) / path.relative_to(REPO_ROOT / folder)).as_posix()
+                    files[name] = path.read_bytes()
     gradio_version = pinned_versions(REPO_ROOT / "constraints.txt")["gradio"]
     files["README.md"] = CARD.format(gradio_version=gradio_version).encode()
     files["requirements.txt"] = requirements_txt().encode()

@@ -1,9 +1,9 @@
 """How long one training step of the sentiment classifier takes, fully fine-tuned and through LoRA adapters with and
 without dropout on their input, in one process, alternating, on the shape of training/recipes/sentiment.sh.
 
-    python benchmarks/lora_step.py                       # IMDB's shape: 32 reviews of 256 tokens
-    python benchmarks/lora_step.py --length 16           # about SST-2's
-    python benchmarks/lora_step.py --checkpoint runs/recipes/pretrain_reviews/model
+    python -m benchmarks.lora_step                       # IMDB's shape: 32 reviews of 256 tokens
+    python -m benchmarks.lora_step --length 16           # about SST-2's
+    python -m benchmarks.lora_step --checkpoint runs/recipes/pretrain_reviews/model
 
 An adapter freezes the model's weights, so a step skips their gradients and their optimizer state, and might be
 expected to run faster than full fine-tuning. With PEFT's `lora_dropout` above 0 it draws a fresh dropout mask over

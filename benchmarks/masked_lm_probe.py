@@ -12,7 +12,7 @@ the training loss), and the checkpoint's encoder and LM head predict them. Three
 A model that knows which words go together but not their order does as well shuffled as written; one that has
 learned little is close to the unigram loss.
 
-    python benchmarks/masked_lm_probe.py --model runs/recipes/pretrain_reviews/model \\
+    python -m benchmarks.masked_lm_probe --model runs/recipes/pretrain_reviews/model \\
         --text_file runs/recipes/pretrain_reviews/text_validation.jsonl \\
         --train_file runs/recipes/pretrain_reviews/text_train.jsonl
 """

@@ -4,8 +4,8 @@ finds within a few tenths of NBSVM's 91.2 % on IMDB's test set). It says what th
 validation sets the sentiment recipe reports (IMDB's carved from its train, not its test set; SST-2's whole
 sentences), and takes a minute (IMDB) or ten seconds (SST-2) on one core.
 
-    python benchmarks/nbsvm.py --data ../shared/data/imdb     # -> validation accuracy, and the same on train
-    python benchmarks/nbsvm.py --data ../shared/data/sst2
+    python -m benchmarks.nbsvm --data ../shared/data/imdb     # -> validation accuracy, and the same on train
+    python -m benchmarks.nbsvm --data ../shared/data/sst2
 
 Text: lower-cased, `<br />` read as a space, words and punctuation split apart (as NBSVM's own scripts did).
 """

@@ -2,7 +2,7 @@
 (dynamic quantization of every linear layer, CPU), each with the same beam search; sacreBLEU and chrF of each,
 the change against fp32, how many sentences come out identical, and the decoding speed.
 
-    python benchmarks/precision_bleu.py --model runs/recipes/multi30k_en_de/averaged \
+    python -m benchmarks.precision_bleu --model runs/recipes/multi30k_en_de/averaged \
         --validation_file ../shared/data/multi30k/validation.jsonl --source_lang en --target_lang de
 
 The metric is the training scripts' own (`sacrebleu_chrf`: cased, 13a tokenization, on detokenized text), so the

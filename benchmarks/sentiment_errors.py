@@ -3,7 +3,7 @@ texts by their words) and on the texts that turn on a contrast word ("good actin
 checkpoint given, beside NB-LR (benchmarks/nbsvm.py) trained on the same split. About 20 s for SST-2 and two
 checkpoints, about 3 minutes for IMDB and four, on 2 cores.
 
-    python benchmarks/sentiment_errors.py --data ../shared/data/sst2 \\
+    python -m benchmarks.sentiment_errors --data ../shared/data/sst2 \\
         --models runs/recipes/sst2_pretrained runs/recipes/sst2_scratch
 
 A model that composes a sentence loses little on the long ones and the contrasts, where a bag of word pairs cannot

@@ -5,10 +5,10 @@ repetition so that drift of the machine (thermal, other load) spreads over all o
 min-max, ratios against the best of Marian/BART, model FLOP utilisation (MFU) against the measured matmul rate
 (CPU) or the given peak (GPU), and the peak memory of each task, measured in one fresh process per model.
 
-    python benchmarks/speed.py --plot benchmarks/speed.svg        # the issue's shape, CPU, fp32
-    python benchmarks/speed.py --fresh                            # each model timed in fresh processes
-    python benchmarks/speed.py --device cuda --dtype bf16 --peak_tflops 989
-    python benchmarks/speed.py --tiny                             # seconds; what CI runs
+    python -m benchmarks.speed --plot benchmarks/speed.svg        # the issue's shape, CPU, fp32
+    python -m benchmarks.speed --fresh                            # each model timed in fresh processes
+    python -m benchmarks.speed --device cuda --dtype bf16 --peak_tflops 989
+    python -m benchmarks.speed --tiny                             # seconds; what CI runs
 
 Training: batch x (source, target) tokens, forward + backward + AdamW step; throughput in target tokens/s.
 Generation: `generate()` of exactly `new_tokens` tokens, greedy and beam search; throughput in new tokens/s
@@ -21,7 +21,7 @@ BART, so each path is compared with theirs. `+int8` (dynamic int8 quantization o
 `+bf16` (bf16 weights) are inference variants: they generate and do not train. The first call of each task (the
 compile warm-up, for a compiled variant) is reported apart from the timings:
 
-    python benchmarks/speed.py --models ours-sdpa,ours-sdpa+static,ours-sdpa+compile,marian-sdpa,marian-sdpa+compile
+    python -m benchmarks.speed --models ours-sdpa,ours-sdpa+static,ours-sdpa+compile,marian-sdpa,marian-sdpa+compile
 """
 
 import argparse

@@ -1,7 +1,7 @@
 """Where the time goes: one task of one model from speed.py, under torch.profiler, in categories of operators.
 
-    python benchmarks/where_time_goes.py --model ours-sdpa --task greedy    # train, greedy or beam
-    python benchmarks/where_time_goes.py --model marian-sdpa --task train --layers 3 --d_model 256
+    python -m benchmarks.where_time_goes --model ours-sdpa --task greedy    # train, greedy or beam
+    python -m benchmarks.where_time_goes --model marian-sdpa --task train --layers 3 --d_model 256
 
 Each operator's own time (not its children's) goes to one category; what the operators do not account for is the
 Python and dispatch overhead between them (the profiler adds some of its own there too). Medians over repetitions.

@@ -7,7 +7,7 @@ then, once its attention has found the neighbouring positions, falls to 0. The s
 mean loss of the last 50 falls under 1.5, for several chunk lengths at the same number of letters a step: a tiny
 pre-LN model of this package (d_model 32, 2 layers, 4 heads), Adam at 3e-3, two seeds.
 
-    python benchmarks/word_order_toy.py            # about 2 minutes on 2 cores
+    python -m benchmarks.word_order_toy            # about 2 minutes on 2 cores
 
 What it showed (benchmarks/QUALITY.md): the plateau lasts longer the longer the chunks, about in proportion: at the
 start, attention spreads over every position, so the signal that points it at the neighbour is diluted by the

@@ -23,9 +23,14 @@ from hf_scratch_transformer import (
 SPEED = str(REPO_ROOT / "benchmarks" / "speed.py")
 
 
+def benchmark(name: str, *flags) -> subprocess.CompletedProcess:
+    """`python -m benchmarks.<name> ...` from the checkout, as the benchmarks are run."""
+    command = [sys.executable, "-m", f"benchmarks.{name}", *map(str, flags)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+
+
 def run_speed(*flags: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, SPEED, "--tiny", "--repetitions", "1", "--warmup", "0", *flags]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    completed = benchmark("speed", "--tiny", "--repetitions", "1", "--warmup", "0", *flags)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return completed
 
@@ -127,12 +132,10 @@ def test_precision_bleu_scores_each_precision_against_the_references(tmp_path):
         [{"translation": {"en": s, "de": r}} for s, r in zip(sources, references, strict=True)],
     )
     results_file = tmp_path / "precision.json"
-    command = [
-        sys.executable, str(REPO_ROOT / "benchmarks" / "precision_bleu.py"), "--model", str(tmp_path / "model"),
-        "--validation_file", validation, "--source_lang", "en", "--target_lang", "de", "--num_beams", "2",
-        "--max_new_tokens", "6", "--batch_size", "4", "--json", str(results_file),
-    ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    completed = benchmark(
+        "precision_bleu", "--model", tmp_path / "model", "--validation_file", validation, "--source_lang", "en",
+        "--target_lang", "de", "--num_beams", 2, "--max_new_tokens", 6, "--batch_size", 4, "--json", results_file,
+    )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(results_file.read_text())
     assert results["fp32"]["bleu"] == pytest.approx(100.0) and results["fp32"]["identical_to_first"] == 1.0
@@ -263,14 +266,7 @@ def test_word_order_toy_learns_sooner_on_short_chunks():
 def test_lora_step_times_full_fine_tuning_beside_each_adapter(tmp_path):
     """benchmarks/lora_step.py: one row for full fine-tuning and one per --lora_dropouts, each adapter training its
     LoRA matrices and the head only."""
-    command = [
-        sys.executable,
-        str(REPO_ROOT / "benchmarks" / "lora_step.py"),
-        "--tiny",
-        "--json",
-        str(tmp_path / "r.json"),
-    ]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    completed = benchmark("lora_step", "--tiny", "--json", tmp_path / "r.json")
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((tmp_path / "r.json").read_text())
     assert list(results) == ["full fine-tuning", "LoRA r=8, lora_dropout=0.05", "LoRA r=8, lora_dropout=0"]

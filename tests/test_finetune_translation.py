@@ -25,7 +25,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
 from hf_scratch_transformer.demo_data import make_demo_splits
 from hf_scratch_transformer.metrics import load_metric
-from training import finetune_translation as ft
+from hf_scratch_transformer.training import finetune_translation as ft
 
 SCRIPT = REPO_ROOT / "training" / "finetune_translation.py"
 MULTI30K = SHARED_DATA / "multi30k"

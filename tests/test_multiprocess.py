@@ -26,9 +26,11 @@ from hf_scratch_transformer.training.model_loading import parse_config_overrides
 
 CONFIGS = REPO_ROOT / "training" / "accelerate_configs"
 
+# The installed command, as `python -m` and `accelerate launch -m` run it.
+COMMAND = ["-m", "hf_scratch_transformer.training.cli"]
 SCRIPTS = {
-    "sentiment": [REPO_ROOT / "training" / "finetune_sentiment.py"],
-    "translation": [REPO_ROOT / "training" / "finetune_translation.py", "--source_lang", "en", "--target_lang", "de"],
+    "sentiment": [*COMMAND, "finetune-sentiment"],
+    "translation": [*COMMAND, "finetune-translation", "--source_lang", "en", "--target_lang", "de"],
 }
 # `python -m accelerate.commands.accelerate_cli launch` is the `accelerate launch` command without relying on PATH.
 ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--main_process_port", "0"]

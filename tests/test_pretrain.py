@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer, Trainer
 
 from hf_scratch_transformer.demo_data import english_words, german_words
+from hf_scratch_transformer.training import pretrain, train_tokenizer
 from hf_scratch_transformer.training.pretrain import PRETRAINING_STATE_NAME, replace_chosen_tokens
-from training import pretrain, train_tokenizer
 
 CORPUS = SHARED_DATA / "pretrain" / "corpus.txt"
 TINY_MODEL = (

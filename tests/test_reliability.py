@@ -16,13 +16,13 @@ from transformers import Seq2SeqTrainingArguments, Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
+from hf_scratch_transformer.training import atomic_checkpoints
 from hf_scratch_transformer.training.atomic_checkpoints import (
     STAGING_DIR_NAME,
     AtomicSeq2SeqTrainer,
     AtomicTrainer,
     publish_checkpoint,
 )
-from training import atomic_checkpoints
 
 TRAINING = REPO_ROOT / "training"
 SCRIPT = TRAINING / "finetune_sentiment.py"
@@ -123,9 +123,9 @@ def test_best_checkpoint_and_rotation_name_the_real_folders(tmp_path):
     assert not (tmp_path / STAGING_DIR_NAME).exists()
 
 
-def test_the_pinned_transformers_writes_every_checkpoint_into_the_staging_folder(tmp_path, monkeypatch):
-    """What AtomicCheckpointsMixin relies on, with the transformers version pyproject.toml allows: Trainer writes
-    each checkpoint where `_get_output_dir` says, and checkpoint-N appears only when it is published."""
+def test_the_installed_transformers_writes_every_checkpoint_into_the_staging_folder(tmp_path, monkeypatch):
+    """What AtomicCheckpointsMixin relies on, with the installed transformers (CI: the floor and the newest release):
+    Trainer writes each checkpoint where `_get_output_dir` says, and checkpoint-N appears only when it is published."""
     published = []
 
     def publish(staged: str, final: str) -> None:
@@ -233,7 +233,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_weights_of_an_uninterrup
 # A program run by `python -c` from the checkout, which its first sys.path entry ("") then is.
 KILLED_IN_A_SAVE = """
 import os, signal
-from training import finetune_sentiment
+from hf_scratch_transformer.training import finetune_sentiment
 from hf_scratch_transformer.training.atomic_checkpoints import AtomicTrainer
 
 save_optimizer_and_scheduler = AtomicTrainer._save_optimizer_and_scheduler

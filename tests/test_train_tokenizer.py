@@ -17,9 +17,9 @@ from conftest import REPO_ROOT, SHARED_DATA
 from transformers import AutoTokenizer
 
 from hf_scratch_transformer import ScratchTransformerConfig
+from hf_scratch_transformer.training import train_tokenizer as tt
 from hf_scratch_transformer.training.arguments import DataArguments, parse_arguments
 from hf_scratch_transformer.training.data import load_raw_datasets
-from training import train_tokenizer as tt
 
 SCRIPT = REPO_ROOT / "training" / "train_tokenizer.py"
 MULTI30K = SHARED_DATA / "multi30k"

@@ -7,9 +7,10 @@ files into `.transformers-tests/<version>/` beside `.venv` (git-ignored: nothing
 and imports them as the package `transformers_tests`, so that the same files always test the same library.
 
 Three modules they import are not in the source distribution; this file stands in for each:
-- `generation/test_utils.py` (`GenerationTesterMixin`, the generation suite): an empty mixin. `ModelTesterMixin` only
-  checks that a model that can generate inherits it; tests/test_generation.py covers what that suite checks (greedy,
-  beam search and sampling against a hand-written loop, cache equal to no cache, batched equal to one by one).
+- `generation/test_utils.py` (`GenerationTesterMixin`, the generation suite): an empty mixin. Neither the wheel nor the
+  source distribution ships that suite, so tests/test_generation.py covers what it checks: greedy, beam search and
+  sampling against a hand-written loop, cache equal to no cache, batched equal to one by one, and every field of
+  `generate(return_dict_in_generate=True, output_*=True)` shaped as Marian's for the same search.
 - `exporters/test_export.py` (`ExportTesterMixin`, `torch.export` tests that Marian's test does not run either):
   an empty mixin.
 - `utils/test_configuration_utils.py` (`config_common_kwargs`): `PreTrainedConfig` arguments, each with a value
@@ -17,6 +18,7 @@ Three modules they import are not in the source distribution; this file stands i
 """
 
 import importlib
+import importlib.util
 import subprocess
 import sys
 import tarfile
@@ -116,7 +118,12 @@ def load() -> types.ModuleType:
     if PACKAGE in sys.modules:
         return sys.modules[PACKAGE]
     list_as_in_tree_model()
-    sys.path.insert(0, str(fetch()))
+    package_dir = fetch() / PACKAGE
+    spec = importlib.util.spec_from_file_location(
+        PACKAGE, package_dir / "__init__.py", submodule_search_locations=[str(package_dir)]
+    )
+    sys.modules[PACKAGE] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sys.modules[PACKAGE])
     stand_ins = {
         "generation": {"GenerationTesterMixin": GenerationTesterMixin},
         "exporters": {"ExportTesterMixin": ExportTesterMixin},

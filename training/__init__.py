@@ -1,7 +1,7 @@
-"""The training scripts, and the modules they share (one concern each).
+"""The training scripts, and the modules they share (one concern each), installed as `hf_scratch_transformer.training`.
 
-A package, so that tests and other code import `training.finetune_translation` or `training.data` like any module.
-Each script also runs by path, `python training/<script>.py`: Python then puts `training/` itself first on
-`sys.path`, so every script starts by putting the checkout there instead, which makes `training` and
-`hf_scratch_transformer` importable whether or not the package is installed.
+Each script is a subcommand of `hf-scratch-transformer` (training/cli.py): `hf-scratch-transformer
+finetune-translation --help`, or `python -m hf_scratch_transformer.training.cli finetune-translation` where the
+command is not on PATH (`accelerate launch -m ...` runs it that way on several processes). They need the `train`
+extra: pip install "hf-scratch-transformer[train]".
 """

@@ -2,9 +2,10 @@
 `Trainer` and `Seq2SeqTrainer` of every script.
 
 They override three private `Trainer` methods (`_get_output_dir`, `_save_checkpoint`, `_push_from_checkpoint`), as
-transformers 5.23 calls them; pyproject.toml allows only the transformers versions the tests ran with. A release
-that renames one of them stops this module's import, and one that no longer writes through `_get_output_dir` stops
-the first save: either way a run never goes on with checkpoints that are silently no longer atomic.
+transformers 5.23 and every later release so far call them (CI's `make test-newest` runs the checkpoint tests on the
+newest release). A release that renames one of them stops this module's import, and one that no longer writes
+through `_get_output_dir` stops the first save: either way a run never goes on with checkpoints that are silently
+no longer atomic.
 """
 
 import os
@@ -23,7 +24,7 @@ def require_trainer_methods(names: tuple[str, ...], purpose: str) -> None:
     if missing:
         raise ImportError(
             f"transformers {transformers.__version__}: Trainer has no {missing}, which are overridden {purpose}. "
-            "Install a transformers version that pyproject.toml allows."
+            "Install the newest transformers release that has them, and report this at the project's issue tracker."
         )
 
 
@@ -134,8 +135,8 @@ class AtomicCheckpointsMixin:
         if self.args.should_save and not os.path.isdir(staged):
             raise RuntimeError(
                 f"transformers {transformers.__version__} saved {name} without asking _get_output_dir where, so not "
-                f"into {staging}: this checkpoint, and every later one, would not be atomic. Install a "
-                "transformers version pyproject.toml allows."
+                f"into {staging}: this checkpoint, and every later one, would not be atomic. Install an "
+                "earlier transformers release (5.23 or later), and report this at the project's issue tracker."
             )
 
         best = self.state.best_model_checkpoint

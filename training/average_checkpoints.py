@@ -1,6 +1,6 @@
 """Average the weights of a run's last checkpoints into one model, as fairseq's `average_checkpoints.py` does.
 
-    python training/average_checkpoints.py --run_dir runs/multi30k --last 5 --output_dir runs/multi30k/averaged
+    hf-scratch-transformer average-checkpoints --run_dir runs/multi30k --last 5 --output_dir runs/multi30k/averaged
 
 The average of the weights of the last few checkpoints (one per epoch, say) of a run is a model that usually
 translates better than any of them: the optimizer ends each epoch at a different point around a minimum, and their

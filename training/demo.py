@@ -9,8 +9,8 @@
    search, and report exact match and character-level sacreBLEU (each German number is one word, which leaves
    word-level BLEU no 2-, 3- or 4-grams to count); print a few translations.
 
-    python training/demo.py                 # the full demo (README lists its expected numbers)
-    python training/demo.py --quick         # a shortened run (150 steps) that shows every step works
+    hf-scratch-transformer demo                 # the full demo (README lists its expected numbers)
+    hf-scratch-transformer demo --quick         # a shortened run (150 steps) that shows every step works
 """
 
 import argparse

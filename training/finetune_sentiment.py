@@ -1,6 +1,6 @@
 """Fine-tune the scratch Transformer's encoder for sentence classification (sentiment), with `Trainer`.
 
-    python training/finetune_sentiment.py \
+    hf-scratch-transformer finetune-sentiment \
         --model_name_or_path runs/pretrain --train_file ../shared/data/sst2/train.jsonl \
         --validation_file ../shared/data/sst2/validation.jsonl --output_dir runs/sst2 \
         --per_device_train_batch_size 32 --learning_rate 1e-4 --num_train_epochs 1 --eval_strategy epoch

@@ -1,7 +1,7 @@
 """Train the scratch Transformer for translation, or fine-tune a checkpoint, with `Seq2SeqTrainer` (whose
 checkpoints appear only complete: `AtomicSeq2SeqTrainer` of training/atomic_checkpoints.py).
 
-    python training/finetune_translation.py \
+    hf-scratch-transformer finetune-translation \
         --tokenizer_name runs/tokenizer --config_overrides "d_model=256,encoder_layers=3,decoder_layers=3" \
         --train_file ../shared/data/multi30k/train.jsonl --validation_file ../shared/data/multi30k/validation.jsonl \
         --source_lang en --target_lang de --output_dir runs/multi30k \

@@ -1,8 +1,8 @@
 """Draw a model's attention for one sentence, to a PNG, SVG or PDF file.
 
-    python training/plot_attention.py runs/demo/model --source "three hundred forty-two" --out attention.png
-    python training/plot_attention.py runs/demo/model --source "seven" --target "sieben" --kind decoder
-    python training/plot_attention.py runs/sst2 --source "a lovely film" --kind encoder --layer all --head all
+    hf-scratch-transformer plot-attention runs/demo/model --source "three hundred forty-two" --out attention.png
+    hf-scratch-transformer plot-attention runs/demo/model --source "seven" --target "sieben" --kind decoder
+    hf-scratch-transformer plot-attention runs/sst2 --source "a lovely film" --kind encoder --layer all --head all
 
 A translator without `--target` translates the source with its saved generation settings and shows the
 cross-attention of that translation: each output token's row says which source tokens it looked at. A classifier

@@ -3,14 +3,14 @@
 (`--objective masked_lm`) or ELECTRA's replaced-token detection (`--objective replaced_token_detection`), which
 train the encoder alone: what a classifier (`finetune_sentiment.py`) reads.
 
-    python training/pretrain.py \
+    hf-scratch-transformer pretrain \
         --tokenizer_name tokenizer/ --train_file ../shared/data/pretrain/corpus.txt \
         --config_overrides "d_model=256,encoder_layers=3,decoder_layers=3,encoder_ffn_dim=1024,decoder_ffn_dim=1024" \
         --output_dir runs/pretrain --max_steps 5000 --per_device_train_batch_size 32 --learning_rate 5e-4 \
         --warmup_steps 500 --logging_steps 50
 
     # a corpus read as a stream, never held whole (its length is unknown, so --max_steps is required)
-    python training/pretrain.py ... --streaming --max_steps 20000
+    hf-scratch-transformer pretrain ... --streaming --max_steps 20000
 
 The text comes from `--train_file` (.txt: one document a line; .json/.jsonl/.csv: the column `--text_column`) or
 from `--dataset_name`, with an optional `--validation_file` whose loss is reported at the end (and during

@@ -1,7 +1,7 @@
 """Push a finished run (or a PEFT adapter folder) to the Hugging Face Hub, with a model card filled from the run.
 
-    python training/push_to_hub.py runs/multi30k --repo_id user/scratch-multi30k --dataset_name bentrevett/multi30k
-    python training/push_to_hub.py runs/lora --repo_id user/scratch-lora        # base model: from adapter_config.json
+    hf-scratch-transformer push-to-hub runs/multi30k --repo_id user/scratch-multi30k --dataset_name bentrevett/multi30k
+    hf-scratch-transformer push-to-hub runs/lora --repo_id user/scratch-lora   # base model: from adapter_config.json
 
 The repo then holds, in one commit: the weights (`model.safetensors`, or `adapter_model.safetensors`),
 `config.json` with its `auto_map` (or `adapter_config.json`), `generation_config.json`, the flat

@@ -5,14 +5,14 @@ tokenizer that `AutoTokenizer.from_pretrained` loads.
 Examples:
 
     # a local file: .json / .jsonl (one JSON object a line), .csv, or .txt (one text a line), each also as .gz
-    python training/train_tokenizer.py --train_file ../shared/data/multi30k/train.jsonl --output_dir tokenizer/
+    hf-scratch-transformer train-tokenizer --train_file ../shared/data/multi30k/train.jsonl --output_dir tokenizer/
 
     # a Hub dataset with a `translation` column ({"de": ..., "en": ...}): both sides train one shared vocabulary
-    python training/train_tokenizer.py --dataset_name wmt16 --dataset_config_name de-en --languages de,en \
+    hf-scratch-transformer train-tokenizer --dataset_name wmt16 --dataset_config_name de-en --languages de,en \
         --vocab_size 37000 --output_dir tokenizer/
 
     # every argument from one file
-    python training/train_tokenizer.py tokenizer_args.yaml
+    hf-scratch-transformer train-tokenizer tokenizer_args.yaml
 
 The data flags are those of every training script (`--dataset_name`, `--train_file`, `--max_train_samples`, ...,
 read by training/data.py); the tokenizer trains on the train split. Which columns are read: `--text_columns` if

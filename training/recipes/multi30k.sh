@@ -37,7 +37,7 @@ COMMON=(--source_lang "$SOURCE" --target_lang "$TARGET" --max_source_length 64 -
         --use_cpu --report_to none --disable_tqdm true --seed 0 "${EVAL_FLAGS[@]}")
 
 # 1. The vocabulary (a few seconds).
-timed tokenizer $PY training/train_tokenizer.py --train_file "$DATA/multi30k/train.jsonl" \
+timed tokenizer $PY -m hf_scratch_transformer.training.cli train-tokenizer --train_file "$DATA/multi30k/train.jsonl" \
     --output_dir "$OUT/tokenizer" --vocab_size "$VOCAB" --num_sentinel_tokens 0
 
 # 2. Training. Pre-LN with Xavier initialisation trains at a high peak rate (3e-3) after a short warmup; the rate
@@ -46,7 +46,7 @@ timed tokenizer $PY training/train_tokenizer.py --train_file "$DATA/multi30k/tra
 #    weights and in the feed-forward (the model sees each pair 20 times); label smoothing 0.1 as in the paper.
 #    Batches group pairs of similar length, so little of each is padding. Evaluation each epoch is the loss only
 #    (cheap); the checkpoints keep the weights alone (no optimizer state), the last $AVERAGE of them.
-timed train $PY training/finetune_translation.py "${COMMON[@]}" \
+timed train $PY -m hf_scratch_transformer.training.cli finetune-translation "${COMMON[@]}" \
     --train_file "$DATA/multi30k/train.jsonl" --tokenizer_name "$OUT/tokenizer" \
     --config_overrides "$MODEL,normalize_before=true,dropout=0.2,attention_dropout=0.1,activation_dropout=0.1,label_smoothing=0.1" \
     --output_dir "$OUT/model" --overwrite_output_dir \
@@ -56,12 +56,12 @@ timed train $PY training/finetune_translation.py "${COMMON[@]}" \
     --logging_steps 50 --num_samples_to_write 0 "${TRAIN_FLAGS[@]}"
 
 # 3. The average of the last checkpoints.
-timed average $PY training/average_checkpoints.py --run_dir "$OUT/model" --last "$AVERAGE" \
+timed average $PY -m hf_scratch_transformer.training.cli average-checkpoints --run_dir "$OUT/model" --last "$AVERAGE" \
     --output_dir "$OUT/averaged"
 
 # 4. Beam-5 validation BLEU and chrF of the last checkpoint and of the average (samples and attention map too).
 for model in model averaged; do
-    timed "${model}_eval" $PY training/finetune_translation.py "${COMMON[@]}" --eval_only \
+    timed "${model}_eval" $PY -m hf_scratch_transformer.training.cli finetune-translation "${COMMON[@]}" --eval_only \
         --model_name_or_path "$OUT/$model" --output_dir "$OUT/${model}_eval" --overwrite_output_dir \
         --predict_with_generate --num_samples_to_write 20
 done

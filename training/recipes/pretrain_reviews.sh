@@ -66,13 +66,13 @@ write(out / "text_validation.jsonl", itertools.islice(reviews("validation.jsonl.
 PY
 
 # 2. The vocabulary (about 2 minutes).
-timed tokenizer $PY training/train_tokenizer.py --train_file "$OUT/text_train.jsonl" --text_columns text \
+timed tokenizer $PY -m hf_scratch_transformer.training.cli train-tokenizer --train_file "$OUT/text_train.jsonl" --text_columns text \
     --output_dir "$OUT/tokenizer" --vocab_size "$VOCAB" --num_sentinel_tokens 0 \
     --lowercase --html_line_breaks_to_spaces --join_ptb_tokens
 
 # 3. Masked-LM pretraining. Pre-LN trains at 1e-3 after a short warmup; the rate then falls linearly to 0. The
 #    loss on the held-out reviews is measured every 250 steps; a checkpoint (resumable) every 250 steps too.
-timed pretrain $PY training/pretrain.py --objective "$OBJECTIVE" \
+timed pretrain $PY -m hf_scratch_transformer.training.cli pretrain --objective "$OBJECTIVE" \
     --train_file "$OUT/text_train.jsonl" --validation_file "$OUT/text_validation.jsonl" \
     --tokenizer_name "$OUT/tokenizer" --max_seq_length "$LENGTH" \
     --config_overrides "$MODEL,normalize_before=true,max_position_embeddings=512,dropout=0.0" \

@@ -96,7 +96,7 @@ if [[ ! -d $PRETRAINED/tokenizer ]]; then
 fi
 mkdir -p "$OUT"
 start=$SECONDS
-$PY training/finetune_sentiment.py "${START[@]}" "${FILES[@]}" --num_train_epochs "$EPOCHS" "${SIZE[@]}" "${RATE[@]}" \
+$PY -m hf_scratch_transformer.training.cli finetune-sentiment "${START[@]}" "${FILES[@]}" --num_train_epochs "$EPOCHS" "${SIZE[@]}" "${RATE[@]}" \
     --truncate "$TRUNCATE" \
     --output_dir "$OUT" --overwrite_output_dir \
     --per_device_train_batch_size 32 --per_device_eval_batch_size 64 \
