@@ -13,7 +13,6 @@ Gradio itself is left out, since the Space installs the `sdk_version` of the car
 
 import argparse
 import re
-import sys
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
@@ -124,7 +123,6 @@ def main() -> None:
         print(f"Wrote {len(files)} files to {args.out}")
         return
 
-    sys.path.insert(0, str(REPO_ROOT))  # the checkout's `training` package, also when the app runs by path
     import httpx2
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
