@@ -10,15 +10,25 @@
   metric, a few predictions and a button that pushes the model to the Hub.
 
 Runs go to `--runs_dir` (app/fine_tuning.py lists what a run folder holds), and so do Gradio's copies of the
-uploads (`uploads/`): GRADIO_TEMP_DIR is set before Gradio is imported, which is when Gradio reads it. Every page
-shares the one run that may be going; the HTTP API (`gradio_client`) reaches every button (see the footer's
-"Use via API").
+uploads (`uploads/`): GRADIO_TEMP_DIR is set before Gradio is imported, which is when Gradio reads it. The HTTP API
+(`gradio_client`) reaches every button (see the footer's "Use via API").
+
+Safe to serve to strangers (a public Space), as every visitor is one:
+- a visitor's runs are theirs (their page's session): nobody else sees, stops or pushes them; at most `--max_runs`
+  go at once, one a visitor; old runs are deleted (`--keep_runs`, a day);
+- models come from the public Hub, loaded anonymously (app/model_access.py), from the folders listed with
+  `--model_dir`, or from the visitor's own runs; no other path of the server is read, and no message shows one;
+- a push uses the token the visitor types. The server's own HF_TOKEN is used only with `--owner_namespace NS`, and
+  then only for repos under NS/ (the page says so): for a Space its owner alone uses;
+- work is bounded: uploads (`--max_file_mb`, checked before they are written), columns, input length, beams and
+  output tokens.
 """
 
 import argparse
 import atexit
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -34,6 +44,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--runs_dir", type=Path, default=REPO_ROOT / "runs" / "app", help="Where runs are written.")
     parser.add_argument("--max_file_mb", type=float, default=50, help="The largest file a user may fine-tune on.")
+    parser.add_argument(
+        "--model_dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="A model folder visitors may load and start from, by its folder name (repeatable).",
+    )
+    parser.add_argument(
+        "--owner_namespace",
+        default=None,
+        help="Let pushes without a visitor token use the server's HF_TOKEN, for repos under this "
+        "namespace only: for a private deployment.",
+    )
+    parser.add_argument("--max_runs", type=int, default=1, help="Runs that may go at once (one a visitor).")
+    parser.add_argument("--keep_runs", type=int, default=20, help="Finished runs kept (each for a day at most).")
+    parser.add_argument("--max_hub_model_mb", type=float, default=500, help="The largest Hub model loaded.")
     return parser.parse_args()
 
 
@@ -55,21 +81,32 @@ from fine_tuning import (  # noqa: E402
     pick_columns,
     read_table,
 )
-from huggingface_hub import constants  # noqa: E402
+from huggingface_hub import constants, get_token  # noqa: E402
+from model_access import ModelAccess, ModelRefused  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
 from hf_scratch_transformer.training.plot_attention import load_model_and_tokenizer  # noqa: E402
 from hf_scratch_transformer.training.push_to_hub import PushError, push_run  # noqa: E402
 from hf_scratch_transformer.visualization import attention_maps, draw_attention  # noqa: E402
 
-MANAGER = RunManager(ARGS.runs_dir.resolve(), max_file_bytes=int(ARGS.max_file_mb * 1e6))
-LOADED: dict[str, tuple] = {}  # the model last loaded in the Try tab: name -> (model, tokenizer)
+MANAGER = RunManager(
+    ARGS.runs_dir.resolve(), max_file_bytes=int(ARGS.max_file_mb * 1e6), max_runs=ARGS.max_runs,
+    keep_runs=ARGS.keep_runs,
+)  # fmt: skip
+DEMO_MODEL = REPO_ROOT / "runs" / "demo" / "model"  # what `make demo` trains, offered first when it is there
+ACCESS = ModelAccess(
+    listed={**({"demo": DEMO_MODEL} if DEMO_MODEL.is_dir() else {}),
+            **{folder.resolve().name: folder.resolve() for folder in ARGS.model_dir}},
+    hub_cache=ARGS.runs_dir.resolve() / "hub",
+    max_hub_bytes=int(ARGS.max_hub_model_mb * 1e6),
+)  # fmt: skip
+LOADED: dict[str, tuple] = {}  # the model last loaded in the Try tab: folder -> (model, tokenizer)
+MAX_INPUT_CHARS, MAX_BEAMS, MAX_NEW_TOKENS = 1000, 8, 256  # what one Try may cost: bounded whatever the API sends
 PREDICTIONS: dict[Path, pd.DataFrame] = {}  # run folder -> its validation predictions, made once
 # task -> (name, key in all_results.json, format) of the validation metrics shown
 METRICS = {"classification": [("accuracy", "eval_accuracy", "{:.1%}"), ("F1", "eval_f1", "{:.3f}")],
            "translation": [("chrF", "eval_chrf", "{:.1f}"), ("BLEU", "eval_bleu", "{:.1f}")]}  # fmt: skip
 SAMPLE_COLUMN_WIDTHS = {"classification": ["60%", "20%", "20%"], "translation": ["34%", "33%", "33%"]}
-DEMO_MODEL = REPO_ROOT / "runs" / "demo" / "model"  # what `make demo` trains, offered first when it is there
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -77,25 +114,42 @@ DEMO_MODEL = REPO_ROOT / "runs" / "demo" / "model"  # what `make demo` trains, o
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def get_model(name: str) -> tuple:
-    """The model and tokenizer of a folder or Hub id, loaded once (only the last one stays in memory)."""
+def visitor(request: gr.Request) -> str:
+    """Who is asking: the page's session (each browser tab, each API client has its own)."""
+    return request.session_hash or ""
+
+
+def own_models(request: gr.Request) -> dict[str, Path]:
+    """The visitor's finished runs, by name -> their model folder."""
+    owner = visitor(request)
+    return {run.folder.name: run.model_dir for run in MANAGER.runs if run.owner == owner and run.phase == "done"}
+
+
+def get_model(name: str, request: gr.Request) -> tuple:
+    """The model and tokenizer a visitor named (see model_access.py), loaded once (only the last one stays)."""
     name = name.strip()
     if not name:
-        raise gr.Error("Enter a model: a run folder such as runs/demo/model, or a Hub id such as user/name.")
-    if name not in LOADED:
+        raise gr.Error("Enter a model: a public Hub id such as user/name, a listed model, or one of your runs.")
+    try:
+        folder, _ = ACCESS.resolve(name, own_models(request))
+    except ModelRefused as error:
+        raise gr.Error(str(error)) from None
+    if str(folder) not in LOADED:
         try:
-            loaded = load_model_and_tokenizer(name)
-        except (OSError, ValueError) as error:  # no such folder or repo, not a model, no tokenizer
-            raise gr.Error(f"Could not load {name!r}: {str(error).splitlines()[0]}") from None
+            loaded = load_model_and_tokenizer(str(folder))
+        except (OSError, ValueError):  # a file missing or damaged: the message would name the server's folder
+            raise gr.Error(
+                f"Could not load {name!r}: its weights, config or tokenizer are missing or damaged."
+            ) from None
         LOADED.clear()
-        LOADED[name] = loaded
-    return LOADED[name]
+        LOADED[str(folder)] = loaded
+    return LOADED[str(folder)]
 
 
-def load_model(name: str):
+def load_model(name: str, request: gr.Request):
     """Load the model; say what it is, and show the controls of its task."""
     try:
-        model, _ = get_model(name)
+        model, _ = get_model(name, request)
     except gr.Error as error:
         return f"⚠️ {error.message}", gr.Button(), gr.Row()
     config = model.config
@@ -109,20 +163,32 @@ def load_model(name: str):
     return description, gr.Button("Translate" if translator else "Classify"), gr.Row(visible=translator)
 
 
-def load_named_model(name: str):
+def load_named_model(name: str, request: gr.Request):
     """On opening the page: load the model already named (the demo's), or leave the page as it is."""
-    return load_model(name) if name.strip() else ("", gr.Button(), gr.Row())
+    return load_model(name, request) if name.strip() else ("", gr.Button(), gr.Row())
 
 
-def run_model(name: str, text: str, num_beams: int, max_new_tokens: int):
+def bounded_input(text: str, tokenizer, max_tokens: int) -> str:
+    """The text cut to MAX_INPUT_CHARS characters and to the tokens the model has positions for."""
+    ids = tokenizer(text[:MAX_INPUT_CHARS], truncation=True, max_length=max_tokens)["input_ids"]
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def run_model(name: str, text: str, num_beams: int, max_new_tokens: int, request: gr.Request):
     """Translate or classify `text`: the translation (or the labels with their scores), and the attention map of
-    that input: the cross-attention of the translation, or the encoder's self-attention."""
-    model, tokenizer = get_model(name)
+    that input: the cross-attention of the translation, or the encoder's self-attention. Beams and output tokens
+    are held to the sliders' ranges, and the input to MAX_INPUT_CHARS and the model's positions, whatever the API
+    sends."""
+    model, tokenizer = get_model(name, request)
     if not text.strip():
         raise gr.Error("Enter a text.")
+    positions = model.config.max_position_embeddings
+    text = bounded_input(text, tokenizer, positions)
     if model.can_generate():
+        num_beams = min(max(int(num_beams), 1), MAX_BEAMS)
+        max_new_tokens = min(max(int(max_new_tokens), 1), MAX_NEW_TOKENS, positions - 1)
         # max_length counts the start token; it replaces the saved one (max_new_tokens would leave both set)
-        maps = attention_maps(model, tokenizer, text, num_beams=int(num_beams), max_length=int(max_new_tokens) + 1)
+        maps = attention_maps(model, tokenizer, text, num_beams=num_beams, max_length=max_new_tokens + 1)
         return gr.Textbox(maps.output_text, visible=True), gr.Label(None, visible=False), draw_attention(maps)
     maps = attention_maps(model, tokenizer, text, kind="encoder")
     with torch.no_grad():
@@ -166,22 +232,32 @@ def choose_start(start_from: str):
     return gr.Textbox(visible=existing), gr.Number(1e-4 if existing else 1e-3)
 
 
-def start_run(path, task, text_column, label_column, start_from, start_model, steps, learning_rate):
+def start_run(path, task, text_column, label_column, start_from, start_model, steps, learning_rate,
+              request: gr.Request):  # fmt: skip
     """Start a run; a message for the page (what started, or why nothing did) and the timer that follows it."""
     if path is None:
         return "⚠️ Upload a CSV or JSON Lines file first.", gr.Timer(active=False)
-    if start_from == "existing" and not (start_model or "").strip():
-        return "⚠️ Enter the starting model (a folder or a Hub id), or choose a new small model.", gr.Timer()
+    start_model = (start_model or "").strip() if start_from == "existing" else ""
+    if start_from == "existing" and not start_model:
+        return "⚠️ Enter the starting model (a Hub id, a listed model or one of your runs), or a new one.", gr.Timer()
+    folder, hub_id = "", None
+    if start_model:
+        try:
+            folder, hub_id = ACCESS.resolve(start_model, own_models(request))
+        except ModelRefused as error:
+            return f"⚠️ {error}", gr.Timer()
     settings = RunSettings(
         task=task,
         text_column=text_column or "",
         label_column=label_column or "",
-        start_model=(start_model or "").strip() if start_from == "existing" else "",
+        start_model=start_model,
+        start_model_path=str(folder),
+        base_model=hub_id,
         steps=int(steps or 0),
         learning_rate=float(learning_rate or 0),
     )
     try:
-        run = MANAGER.start(path, settings)
+        run = MANAGER.start(visitor(request), path, settings)
     except (DataError, RunRefused) as error:
         return f"⚠️ {error}", gr.Timer()
     return (
@@ -190,10 +266,10 @@ def start_run(path, task, text_column, label_column, start_from, start_model, st
     )
 
 
-def stop_run() -> str:
-    run = MANAGER.current
+def stop_run(request: gr.Request) -> str:
+    run = MANAGER.latest(visitor(request))
     if run is None or not run.active:
-        return "No run is going."
+        return "You have no run going."
     run.stop()
     return f"Stopped {run.folder.name}."
 
@@ -204,10 +280,10 @@ def progress_html(run: Run, done_steps: int) -> str:
     return f"{bar}<div>step {done_steps} of {steps}</div>"
 
 
-def run_status():
-    """Everything the page shows of the current run: a status line, a progress bar, the loss curve, and, once it
+def run_status(request: gr.Request):
+    """Everything the page shows of the visitor's run: a status line, a progress bar, the loss curve, and, once it
     is done, the validation metric, a few predictions, the attention picture (translation) and the push form."""
-    run = MANAGER.current
+    run = MANAGER.latest(visitor(request))
     empty_curve = pd.DataFrame({"step": [], "loss": []})
     if run is None:
         nothing = ("No run yet: upload a file, pick the columns and press Start.", "", empty_curve, "")
@@ -222,7 +298,7 @@ def run_status():
     curve = pd.DataFrame(losses, columns=["step", "loss"]) if losses else empty_curve
     done_steps = losses[-1][0] if losses else 0
     elapsed = (run.finished or time.time()) - run.started
-    where = f"Run folder: `{run.folder}`"
+    where = f"Run: `{run.folder.name}`"
     if run.phase in ("starting", "tokenizer") or (run.phase == "training" and not losses):
         doing = "Training a tokenizer on the file" if run.phase == "tokenizer" else "Loading the data and the model"
         status = f"**{doing}** ({elapsed:.0f} s). {where}"
@@ -231,7 +307,7 @@ def run_status():
         status = f"**{doing}**: step {done_steps} of {run.settings.steps}, loss {losses[-1][1]:.3f} ({elapsed:.0f} s)."
         status += f" {where}"
     elif run.phase == "failed":
-        status = f"**The run failed** after {elapsed:.0f} s: {run.error}\n\nThe whole log: `{run.log_path}`"
+        status = f"**The run failed** after {elapsed:.0f} s: {without_server_paths(run.error)}\n\n{where}"
     elif run.phase == "stopped":
         status = f"**Stopped** after {elapsed:.0f} s. {where}"
     else:
@@ -250,6 +326,11 @@ def run_status():
         gr.Group(visible=done),
         gr.Timer(active=run.active),
     )
+
+
+def without_server_paths(message: str) -> str:
+    """A script's message with each absolute path cut to its last part: the page shows no folder of the server."""
+    return re.sub(r"(?<![\w.])(?:/[\w.+~-]+)+/([\w.+~-]+)", r"\1", message)
 
 
 def results_text(run: Run) -> str:
@@ -293,33 +374,48 @@ def predictions(run: Run) -> pd.DataFrame:
     return PREDICTIONS[run.folder]
 
 
-def push(repo_id: str, token: str) -> str:
-    """Push the finished run to the Hub as `repo_id`, with `token` (or the server's HF_TOKEN). The token is
-    neither shown nor logged, and the message never holds it."""
-    run = MANAGER.current
+def push(repo_id: str, token: str, request: gr.Request) -> str:
+    """Push the visitor's finished run to the Hub as `repo_id` with the token they typed, or, with
+    `--owner_namespace`, with the server's token to a repo of that namespace. The token is neither shown nor
+    logged, and no message holds it."""
+    run = MANAGER.latest(visitor(request))
     if run is None or run.phase != "done":
-        return "⚠️ There is no finished run to push."
-    if not repo_id.strip():
+        return "⚠️ You have no finished run to push."
+    repo_id, token = repo_id.strip(), token.strip()
+    if not repo_id:
         return "⚠️ Enter a repo id such as your-name/scratch-sentiment."
-    start = run.settings.start_model  # the card's base_model must be a Hub id, not a folder of this machine
-    base_model = start if start and not Path(start).exists() else None
+    if token and not re.fullmatch(r"[\x21-\x7e]+", token):
+        return "⚠️ The token holds spaces, line breaks or other characters no Hub token has: copy it again."
+    if not token:
+        namespace = ARGS.owner_namespace
+        if namespace is None or not repo_id.startswith(f"{namespace}/"):
+            mine = f", or push to {namespace}/... with the server's token" if namespace else ""
+            return f"⚠️ Enter your Hub token (with write access): this app pushes with your own token{mine}."
+        token = get_token()  # HF_TOKEN, or the owner's saved login
+        if not token:
+            return "⚠️ The server has no token of its own: enter yours."
     try:
-        sha = push_run(run.model_dir, repo_id.strip(), token=token.strip() or None, base_model=base_model)
+        sha = push_run(run.model_dir, repo_id, token=token, base_model=run.settings.base_model)
     except (PushError, ValueError) as error:  # ValueError: a repo id the Hub would refuse
-        return f"⚠️ {error}"
-    return f"Pushed to [{repo_id.strip()}]({constants.ENDPOINT}/{repo_id.strip()}) at commit `{sha[:10]}`."
+        return f"⚠️ {without_server_paths(str(error))}"
+    return f"Pushed to [{repo_id}]({constants.ENDPOINT}/{repo_id}) at commit `{sha[:10]}`."
 
 
-def try_run_model(current_name: str):
-    """Open the finished run's model in the Try tab."""
-    run = MANAGER.current
-    name = str(run.model_dir) if run is not None and run.phase == "done" else current_name
-    return gr.Tabs(selected="try"), name, *load_model(name)
+def try_run_model(current_name: str, request: gr.Request):
+    """Open the visitor's finished run's model in the Try tab."""
+    run = MANAGER.latest(visitor(request))
+    name = run.folder.name if run is not None and run.phase == "done" else current_name
+    return gr.Tabs(selected="try"), name, *load_model(name, request)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The page
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def model_placeholder() -> str:
+    listed = ", ".join(ACCESS.listed)
+    return "a public Hub id such as your-name/model" + (f", or {listed}" if listed else "") + ", or one of your runs"
 
 
 def build() -> gr.Blocks:
@@ -333,9 +429,9 @@ def build() -> gr.Blocks:
             with gr.Tab("Try", id="try"):
                 with gr.Row(equal_height=False):
                     model_name = gr.Textbox(
-                        str(DEMO_MODEL) if DEMO_MODEL.is_dir() else "",
+                        "demo" if "demo" in ACCESS.listed else "",
                         label="Model",
-                        placeholder="a run folder such as runs/demo/model, or a Hub id such as your-name/model",
+                        placeholder=model_placeholder(),
                         scale=5,
                     )
                     load_button = gr.Button("Load", scale=1, min_width=120, size="md")
@@ -366,12 +462,14 @@ def build() -> gr.Blocks:
                             text_column = gr.Dropdown([], label="Text column", allow_custom_value=True)
                             label_column = gr.Dropdown([], label="Label column", allow_custom_value=True)
                         start_from = gr.Radio(
-                            [("A new small model", "new"), ("A folder or Hub id", "existing")],
+                            [("A new small model", "new"), ("A trained model", "existing")],
                             value="new",
                             label="Starting model",
                         )
                         start_model = gr.Textbox(
-                            label="Folder or Hub id", placeholder="runs/demo/model", visible=False
+                            label="Hub id, listed model or one of your runs",
+                            placeholder=model_placeholder(),
+                            visible=False,
                         )
                         with gr.Row():
                             steps = gr.Number(100, label="Steps", precision=0, minimum=1)
@@ -380,6 +478,10 @@ def build() -> gr.Blocks:
                             start_button = gr.Button("Start", variant="primary")
                             stop_button = gr.Button("Stop", variant="stop")
                         start_message = gr.Markdown()
+                        gr.Markdown(
+                            f"Your runs are yours: other visitors neither see nor touch them. This server trains "
+                            f"{ARGS.max_runs} run{'s' if ARGS.max_runs > 1 else ''} at a time; old runs are deleted."
+                        )
                     with gr.Column(scale=3):
                         status = gr.Markdown()
                         progress = gr.HTML()
@@ -392,10 +494,12 @@ def build() -> gr.Blocks:
                     with gr.Row(equal_height=True):
                         repo_id = gr.Textbox(label="Hub repo id", placeholder="your-name/scratch-model")
                         token = gr.Textbox(
-                            label="Hub token (write access; empty: the server's HF_TOKEN)",
+                            label="Your Hub token (write access)"
+                            + (f"; empty: the server's, for {ARGS.owner_namespace}/ repos only"
+                               if ARGS.owner_namespace else ""),
                             type="password",
                             placeholder="hf_...",
-                        )
+                        )  # fmt: skip
                     with gr.Row():
                         push_button = gr.Button("Push to the Hub", variant="primary")
                         try_button = gr.Button("Try this model")
@@ -426,10 +530,12 @@ def build() -> gr.Blocks:
 
 
 def main() -> None:
-    atexit.register(MANAGER.stop_current)  # a run outlives no app: its child is in a process group of its own
+    atexit.register(MANAGER.stop_all)  # a run outlives no app: its child is in a process group of its own
     # `kill` stops the app as Ctrl+C does: Gradio closes its server, then the atexit handler stops the run.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    build().launch(server_name=ARGS.host, server_port=ARGS.port, show_error=False)
+    # max_file_size: Gradio refuses a larger upload as it arrives, before writing it whole to disk.
+    build().launch(server_name=ARGS.host, server_port=ARGS.port, show_error=False,
+                   max_file_size=f"{ARGS.max_file_mb}mb")  # fmt: skip
 
 
 if __name__ == "__main__":

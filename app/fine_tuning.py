@@ -1,8 +1,11 @@
 """What the app's Fine-tune tab does, without the page: read an uploaded table and check it, make a run folder,
 and run the package's own training scripts on it in a child process, reading their progress from the log.
 
-One run at a time: a second start while a run is going is refused with a message (`RunRefused`). A run's folder,
-under the app's runs folder, holds everything the run makes:
+Each run belongs to the visitor who started it (`owner`, the page's session): only they see it, stop it or push it.
+At most `max_runs` runs go at once, one a visitor (the machine's cores are shared); a start beyond that is refused
+with a message (`RunRefused`). Finished runs beyond the newest `keep_runs`, or older than `max_age_s`, are deleted.
+The runs start with no Hub token in their environment: a Hub model they start from was downloaded anonymously by
+the app (`fetch_hub_model`). A run's folder, under the app's runs folder, holds everything the run makes:
 
     upload/<the file as uploaded>   the user's file, unchanged
     data/train.jsonl, data/validation.jsonl   the chosen columns, with a tenth of the rows held out
@@ -13,6 +16,7 @@ under the app's runs folder, holds everything the run makes:
 """
 
 import ast
+import csv
 import json
 import os
 import random
@@ -35,6 +39,7 @@ PACKAGE_PARENT = Path(hf_scratch_transformer.__file__).resolve().parents[1]
 TASKS = {"classification": "Sentiment / classification", "translation": "Translation"}
 FILE_TYPES = (".csv", ".jsonl", ".json")
 MIN_ROWS = 10  # a tenth is held out to evaluate on: fewer rows leave it nothing to say
+MAX_COLUMNS = 1000  # a wider file is refused before it is parsed: pandas would spend minutes and gigabytes on it
 VALIDATION_SHARE, MAX_VALIDATION_ROWS = 0.1, 500
 # A new model: the demo's shape (training/demo.py), which learns a small task on two CPU cores in minutes.
 NEW_MODEL = (
@@ -52,7 +57,7 @@ class DataError(Exception):
 
 
 class RunRefused(Exception):
-    """A run asked for while another one is going."""
+    """A run asked for while the visitor's own run, or as many runs as the server allows, are going."""
 
 
 def read_table(path: str | Path, max_bytes: int) -> pd.DataFrame:
@@ -71,9 +76,13 @@ def read_table(path: str | Path, max_bytes: int) -> pd.DataFrame:
         raise DataError(f"{path.name} is empty.")
     try:
         if suffix == ".csv":
+            check_csv_width(path)
             table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
         else:
             table = pd.json_normalize(json_records(path))
+    except RecursionError:
+        raise DataError(f"{path.name} nests its JSON too deeply: give each row flat fields, as in "
+                        '{"text": ..., "label": ...}.') from None  # fmt: skip
     except UnicodeDecodeError:
         raise DataError(
             f"{path.name} is not UTF-8 text (Latin-1 or Windows-1252, say): save it as UTF-8 and upload it again."
@@ -82,7 +91,18 @@ def read_table(path: str | Path, max_bytes: int) -> pd.DataFrame:
         raise DataError(f"{path.name} could not be read as {suffix[1:].upper()}: {error}") from None
     if table.empty:
         raise DataError(f"{path.name} has no rows.")
+    if len(table.columns) > MAX_COLUMNS:
+        raise DataError(f"{path.name} has {len(table.columns)} columns; the app reads at most {MAX_COLUMNS}.")
     return table.fillna("").astype(str)
+
+
+def check_csv_width(path: Path) -> None:
+    """Refuse a CSV whose header has more than MAX_COLUMNS fields, reading only its first line (up to 1 MB)."""
+    with path.open(encoding="utf-8", newline="") as file:
+        header = file.readline(1_000_000)
+    fields = next(csv.reader([header]), [])
+    if len(fields) > MAX_COLUMNS:
+        raise DataError(f"{path.name} has more than {MAX_COLUMNS} columns; the app reads at most {MAX_COLUMNS}.")
 
 
 def json_records(path: Path) -> list[dict]:
@@ -100,6 +120,10 @@ def json_records(path: Path) -> list[dict]:
                     raise ValueError(f"line {number} is not JSON ({error.msg})") from None
     if not all(isinstance(record, dict) for record in records):
         raise ValueError('each row must be an object such as {"text": ..., "label": ...}')
+    if any(len(record) > MAX_COLUMNS for record in records):
+        raise DataError(
+            f"{path.name} has rows of more than {MAX_COLUMNS} fields; the app reads at most {MAX_COLUMNS}."
+        )
     return records
 
 
@@ -158,20 +182,6 @@ def training_rows(table: pd.DataFrame, task: str, text_column: str, label_column
     ]
 
 
-def check_start_model(name: str) -> None:
-    """A folder to start from holds a saved model; a name that is no folder is a Hub id, which the script fetches
-    (and whose errors it reports). Raises DataError."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise DataError(
-                f"The folder {name} holds no config.json: it is not a saved model. Pick the folder a training run "
-                "saved (its output folder), or a Hub id."
-            )
-    elif name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not user/name
-        raise DataError(f"There is no folder {name}.")
-
-
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
 
@@ -181,9 +191,11 @@ class RunSettings:
     task: str  # a key of TASKS
     text_column: str  # the source column for translation
     label_column: str  # the target column for translation
-    start_model: str  # "" for a new model, else a folder or a Hub id
+    start_model: str  # "" for a new model, else the name the visitor gave (a Hub id, a listed model, a run)
     steps: int
     learning_rate: float
+    start_model_path: str = ""  # the folder it was resolved to: a listed model, a run's model, a Hub download
+    base_model: str | None = None  # its Hub id, for the card of a push, when it came from the Hub
 
 
 def run_commands(folder: Path, settings: RunSettings, classes: list[str]) -> list[list[str]]:
@@ -191,7 +203,7 @@ def run_commands(folder: Path, settings: RunSettings, classes: list[str]) -> lis
     train, validation = str(folder / "data" / "train.jsonl"), str(folder / "data" / "validation.jsonl")
     commands = []
     if settings.start_model:
-        model_flags = ["--model_name_or_path", settings.start_model]
+        model_flags = ["--model_name_or_path", settings.start_model_path]
     else:
         tokenizer = ["train-tokenizer", "--train_file", train,
                      "--output_dir", str(folder / "tokenizer"), "--vocab_size", str(NEW_TOKENIZER_VOCAB)]  # fmt: skip
@@ -200,8 +212,9 @@ def run_commands(folder: Path, settings: RunSettings, classes: list[str]) -> lis
         commands.append([*COMMAND, *tokenizer])
         model_flags = ["--tokenizer_name", str(folder / "tokenizer"), "--config_overrides", NEW_MODEL]
     if settings.task == "classification":
+        # One argument with "=": a value that starts with "-" (labels -1 and 1) is not read as a flag.
         script = ["finetune-sentiment", "--text_column", "text", "--label_column", "label",
-                  "--class_names", ",".join(classes)]  # fmt: skip
+                  f"--class_names={','.join(classes)}"]  # fmt: skip
     else:
         script = ["finetune-translation", "--source_lang", settings.text_column,
                   "--target_lang", settings.label_column, "--predict_with_generate",
@@ -225,6 +238,7 @@ class Run:
     """One fine-tuning run: its folder and settings, and where its child processes are."""
 
     folder: Path
+    owner: str  # the visitor's session
     settings: RunSettings
     train_rows: int
     validation_rows: int
@@ -268,7 +282,7 @@ class Run:
     def execute(self) -> None:
         """Run the commands one after the other (in a thread of the app), each in its own process group, so that
         a crash stays in the child and `stop` ends the child with everything it started."""
-        environment = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_DATASETS_CACHE": str(self.folder / "cache")}
+        environment = child_environment(self.folder / "cache")
         with self.log_path.open("a", encoding="utf-8") as log:
             for command in self.commands:
                 with self.lock:
@@ -307,31 +321,41 @@ def last_message(log_path: Path) -> str | None:
 
 
 class RunManager:
-    """The app's runs: at most one going at a time."""
+    """The app's runs, each its visitor's own: at most `max_runs` going at once and one a visitor; the newest
+    `keep_runs` finished runs are kept for at most `max_age_s`."""
 
-    def __init__(self, runs_dir: Path, max_file_bytes: int):
+    def __init__(
+        self, runs_dir: Path, max_file_bytes: int, max_runs: int = 1, keep_runs: int = 20, max_age_s: float = 86400
+    ):
         self.runs_dir = runs_dir
         self.max_file_bytes = max_file_bytes
+        self.max_runs, self.keep_runs, self.max_age_s = max_runs, keep_runs, max_age_s
         self.lock = threading.Lock()
-        self.current: Run | None = None
+        self.runs: list[Run] = []  # oldest first
 
-    def start(self, upload: str | Path, settings: RunSettings) -> Run:
+    def latest(self, owner: str) -> Run | None:
+        """The visitor's newest run, or None: all the page shows them."""
+        return next((run for run in reversed(self.runs) if run.owner == owner), None)
+
+    def start(self, owner: str, upload: str | Path, settings: RunSettings) -> Run:
         """Check the file and the settings, make the run folder, and start the run in a thread. Raises DataError
-        for a bad file or setting, RunRefused while another run is going."""
+        for a bad file or setting, RunRefused while the visitor's run or `max_runs` runs are going."""
         if not 1 <= settings.steps <= 100_000:
             raise DataError(f"Steps must be between 1 and 100000, got {settings.steps}.")
         if not 0 < settings.learning_rate < 1:
             raise DataError(f"The learning rate must be between 0 and 1, got {settings.learning_rate}.")
-        if settings.start_model:
-            check_start_model(settings.start_model)
         rows = training_rows(read_table(upload, self.max_file_bytes), settings.task, settings.text_column,
                              settings.label_column)  # fmt: skip
         with self.lock:
-            if self.current is not None and self.current.active:
+            going = [run for run in self.runs if run.active]
+            if any(run.owner == owner for run in going):
+                raise RunRefused("Your run is still going: wait for it to finish, or stop it.")
+            if len(going) >= self.max_runs:
                 raise RunRefused(
-                    f"A run is already going ({self.current.folder.name}, {self.current.phase}). One run at a time: "
-                    "wait for it to finish, or stop it."
+                    f"The server is busy: it trains {self.max_runs} run{'s' if self.max_runs > 1 else ''} at a time, "
+                    "and other visitors' runs are going. Try again in a few minutes."
                 )
+            self.clean_up()
             folder = self.new_folder(settings.task)
             (folder / "upload").mkdir()
             shutil.copy2(upload, folder / "upload" / Path(upload).name)
@@ -341,10 +365,21 @@ class RunManager:
             write_jsonl(folder / "data" / "train.jsonl", rows[held_out:])
             write_jsonl(folder / "data" / "validation.jsonl", rows[:held_out])
             classes = sorted({row["label"] for row in rows}) if settings.task == "classification" else []
-            run = Run(folder, settings, len(rows) - held_out, held_out, run_commands(folder, settings, classes))
-            self.current = run
+            commands = run_commands(folder, settings, classes)
+            run = Run(folder, owner, settings, len(rows) - held_out, held_out, commands)
+            self.runs.append(run)
         threading.Thread(target=run.execute, name=f"run {folder.name}", daemon=True).start()
         return run
+
+    def clean_up(self) -> None:
+        """Delete the finished runs beyond the newest `keep_runs` and those older than `max_age_s`, folders and all
+        (called under the lock)."""
+        finished = [run for run in self.runs if not run.active]
+        expired = finished[: max(0, len(finished) - self.keep_runs)]
+        expired += [run for run in finished if time.time() - run.started > self.max_age_s and run not in expired]
+        for run in expired:
+            self.runs.remove(run)
+            shutil.rmtree(run.folder, ignore_errors=True)
 
     def new_folder(self, task: str) -> Path:
         """runs_dir/<date>-<time>-<task>, numbered when a run started in the same second (called under the lock)."""
@@ -355,6 +390,19 @@ class RunManager:
         folder.mkdir(parents=True)
         return folder
 
-    def stop_current(self) -> None:
-        if self.current is not None:
-            self.current.stop()
+    def stop_all(self) -> None:
+        for run in self.runs:
+            run.stop()
+
+
+def child_environment(datasets_cache: Path) -> dict:
+    """The environment of a run's scripts: the app's, without any Hub token (a run reads only what the app fetched
+    for it, and pushes through the app), and with no implicit use of a saved login either."""
+    environment = {
+        key: value for key, value in os.environ.items() if key not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+    }
+    environment.update(
+        PYTHONUNBUFFERED="1", HF_DATASETS_CACHE=str(datasets_cache), HF_HUB_DISABLE_IMPLICIT_TOKEN="1",
+        HF_TOKEN_PATH=str(datasets_cache / "no-token"),
+    )  # fmt: skip
+    return environment

@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {  # folder of the repository -> (the files of it the Space needs, the folder they go to in the Space)
-    "app": (["app.py", "fine_tuning.py"], ""),
+    "app": (["app.py", "fine_tuning.py", "model_access.py"], ""),
     "hf_scratch_transformer": (["**/*.py"], "hf_scratch_transformer"),
     "training": (["*.py"], "hf_scratch_transformer/training"),
     "model_cards": (["*.py", "*.md"], "hf_scratch_transformer/model_cards"),

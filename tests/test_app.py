@@ -4,9 +4,11 @@ the test Hub (`hub_server.py`), the Try tab on the pushed model and on a run's m
 wrong, each with its message on the page.
 
 The server runs in a child process for the module, with its own runs folder, Hugging Face cache and the test Hub
-as HF_ENDPOINT; it has no token of its own, so a push needs the one typed in the page.
+as HF_ENDPOINT, and, as a Space's owner would set it, HF_TOKEN: the tests probe it as hostile visitors would (two
+clients, each a visitor), and check that the server's token never reaches one of them.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -43,18 +45,23 @@ def hub(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def app(hub, tmp_path_factory):
-    """The app serving on a free port; its log is checked for the token when the module ends."""
+def app(hub, demo_run, tmp_path_factory):
+    """The app serving on a free port, with HF_TOKEN set on the server, listing two model folders: the demo's
+    model (as "model") and a damaged one ("broken_model"). Its log is checked for the token when the module ends."""
     folder = tmp_path_factory.mktemp("app")
+    broken = folder / "broken_model"  # a tokenizer, and a config.json that the script cannot read
+    word_level_tokenizer(["good", "bad"]).save_pretrained(broken)
+    (broken / "config.json").write_text("{not json")
     port = free_port()
-    env = hub_env(hub, folder / "home", token=None)
+    env = hub_env(hub, folder / "home", token=TOKEN)
     # The runs' training may use the cores this process has: all of them, or its share under pytest-xdist.
     env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))
     log_path = folder / "server.log"
     with log_path.open("w") as log:
         server = subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "app" / "app.py"), "--port", str(port), "--runs_dir",
-             str(folder / "runs"), "--max_file_mb", str(MAX_FILE_MB)],
+             str(folder / "runs"), "--max_file_mb", str(MAX_FILE_MB), "--model_dir", str(demo_run.model),
+             "--model_dir", str(broken)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
@@ -114,8 +121,8 @@ def test_a_csv_becomes_a_fine_tuned_evaluated_pushed_model(app, client, hub, tmp
     started, _ = client.predict(handle_file(upload), *settings, api_name="/start_run")
     assert started.startswith("Started") and "180 rows to train on, 20 held out" in started, started
     refused, _ = client.predict(handle_file(upload), *settings, api_name="/start_run")
-    assert "A run is already going" in refused and "One run at a time" in refused
-    (folder_name,) = run_folders(app)
+    assert "Your run is still going" in refused
+    folder_name = started.split("**")[1]
 
     status, progress, curve, results, samples, picture, _ = wait_for_the_run(client)
     assert status.startswith("**Done**"), status
@@ -159,7 +166,7 @@ def test_a_translation_from_json_lines_starting_from_a_folder(app, client, demo_
     assert (text_column["value"], label_column["value"]) == ("translation.en", "translation.de")
     assert text_column["label"] == "Source column"
 
-    settings = ["translation", "translation.en", "translation.de", "existing", str(demo_run.model), 10, 1e-4]
+    settings = ["translation", "translation.en", "translation.de", "existing", "model", 10, 1e-4]  # a listed one
     started, _ = client.predict(handle_file(upload), *settings, api_name="/start_run")
     assert started.startswith("Started") and "90 rows to train on, 10 held out" in started, started
     status, _, _, results, samples, picture, _ = wait_for_the_run(client)
@@ -170,7 +177,7 @@ def test_a_translation_from_json_lines_starting_from_a_folder(app, client, demo_
 
     # "Try this model" opens the run's model in the Try tab: a translator, with its attention map.
     model_name, description = client.predict("", api_name="/try_run_model")
-    assert model_name.endswith("model") and "a translator" in description
+    assert model_name.endswith("-translation") and "a translator" in description  # the run's name, no path
     translation, scores, attention = client.predict(model_name, "three hundred", 2, 16, api_name="/run_model")
     assert translation["visible"] and translation["value"] and not scores["visible"]
     assert attention["type"] == "matplotlib" and attention["plot"].startswith("data:image")
@@ -178,15 +185,12 @@ def test_a_translation_from_json_lines_starting_from_a_folder(app, client, demo_
 
 def test_a_crashing_run_leaves_the_app_running_and_a_run_can_be_stopped(app, client, tmp_path):
     upload = reviews_csv(tmp_path / "reviews.csv", count=40)
-    broken = tmp_path / "broken_model"  # a tokenizer, and a config.json that the script cannot read
-    word_level_tokenizer(["good", "bad"]).save_pretrained(broken)
-    (broken / "config.json").write_text("{not json")
-    settings = ["classification", "review", "sentiment", "existing", str(broken), 10, 1e-3]
+    settings = ["classification", "review", "sentiment", "existing", "broken_model", 10, 1e-3]
     started, _ = client.predict(handle_file(upload), *settings, api_name="/start_run")
     assert started.startswith("Started"), started
     status = wait_for_the_run(client)[0]
     assert status.startswith("**The run failed**") and "is not a valid JSON file" in status, status
-    assert "Traceback" not in status and "log.txt" in status
+    assert "Traceback" not in status and str(app.runs.parent) not in status  # no folder of the server
 
     started, _ = client.predict(handle_file(upload), "classification", "review", "sentiment", "new", "", 1000, 1e-3,
                                 api_name="/start_run")  # fmt: skip
@@ -216,7 +220,16 @@ def processes_mentioning(text: str) -> list[str]:
 BAD_FILES = {
     "empty": ("data.csv", b"", "data.csv is empty."),
     "header only": ("data.csv", b"text,label\n", "data.csv has no rows."),
-    "too large": ("data.csv", b"text,label\n" + b"a long review,1\n" * 80_000, "the limit is 1 MB"),
+    "too many columns": (
+        "data.csv",
+        ",".join(f"c{i}" for i in range(1001)).encode() + b"\n" + b"1," * 1000 + b"1\n",
+        "more than 1000 columns",
+    ),
+    "nested too deeply": (
+        "data.jsonl",
+        b'{"a": ' * 50_000 + b"1" + b"}" * 50_000 + b"\n",
+        "nests its JSON too deeply",
+    ),
     "not UTF-8": ("data.csv", "text,label\nüber,1\n".encode("latin-1"), "is not UTF-8 text"),
     "not JSON": ("data.jsonl", b'{"text": "good", "label": 1}\n{"text": oops\n', "line 2 is not JSON"),
 }
@@ -258,17 +271,33 @@ def test_a_bad_choice_of_columns_gets_a_clear_message_and_no_run(app, client, tm
     assert run_folders(app) == before
 
 
-@pytest.mark.parametrize(
-    ("start_model", "expected"),
-    [("empty_folder", "holds no config.json: it is not a saved model"), ("/no/such/folder", "There is no folder")],
-)
-def test_a_starting_model_that_is_no_model_is_refused(app, client, tmp_path, start_model, expected):
-    (tmp_path / "empty_folder").mkdir()
+def server_paths(app) -> list[str]:
+    """Folders of the server that a visitor might probe: an empty one, a real model folder, one that does not exist,
+    a system folder, and ones relative to the server's working folder."""
+    empty = app.runs.parent / "empty_folder"
+    empty.mkdir(exist_ok=True)
+    return [str(empty), str(app.runs.parent / "broken_model"), "/no/such/folder", "/etc", "../../etc/passwd",
+            "runs/demo/model", "~/.cache/huggingface"]  # fmt: skip
+
+
+def test_no_path_of_the_server_is_loaded_or_told_apart(app, client, tmp_path):
+    """Try and the starting model take Hub ids, listed models and the visitor's runs only: every path of the server
+    gets the same message, whether it exists or not, holds a model or not."""
     upload = reviews_csv(tmp_path / "reviews.csv", count=20)
-    start_model = str(tmp_path / start_model) if start_model == "empty_folder" else start_model
-    started, _ = client.predict(handle_file(upload), "classification", "review", "sentiment", "existing",
-                                start_model, 10, 1e-3, api_name="/start_run")  # fmt: skip
-    assert started.startswith("⚠️") and expected in started, started
+    for path in server_paths(app):
+        started, _ = client.predict(handle_file(upload), "classification", "review", "sentiment", "existing",
+                                    path, 10, 1e-3, api_name="/start_run")  # fmt: skip
+        described = client.predict(path, api_name="/load_model")
+        for message in (started, described):
+            assert message.startswith("⚠️") and f"{path!r} is not a model this app loads" in message, message
+            assert "config.json" not in message and "There is no folder" not in message
+    assert run_folders(app).isdisjoint({"empty_folder"})
+
+
+def test_the_api_shows_no_path_of_the_server(app):
+    """The page's API description (what gradio_client reads) names no folder of the server."""
+    info = Client(app.url, verbose=False).view_api(print_info=False, return_format="dict")
+    assert str(app.runs.parent) not in json.dumps(info)
 
 
 def test_too_few_rows_are_refused(app, client, tmp_path):
@@ -311,3 +340,95 @@ def test_the_space_files_and_their_requirements(hub, tmp_path):
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     written = {path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file()}
     assert files_at_head(hub, "user/scratch-app", repo_type="space") == written | {".gitattributes"}
+
+
+def owner_pushes(hub, demo_run, tmp_path, repo_id: str, private: bool) -> None:
+    """The server's owner pushes the demo model with their token (the one the server holds too)."""
+    command = [sys.executable, "-m", "hf_scratch_transformer.training.cli", "push-to-hub", str(demo_run.model),
+               "--repo_id", repo_id, *(["--private"] if private else [])]  # fmt: skip
+    pushed = subprocess.run(command, env=hub_env(hub, tmp_path / "owner"), capture_output=True, text=True, timeout=300)
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+
+
+def test_hub_models_load_anonymously_so_the_owners_private_model_stays_private(app, hub, demo_run, tmp_path):
+    owner_pushes(hub, demo_run, tmp_path, "owner/public-numbers", private=False)
+    owner_pushes(hub, demo_run, tmp_path, "owner/secret-numbers", private=True)
+    visitor = Client(app.url, verbose=False)
+    assert "a translator" in visitor.predict("owner/public-numbers", api_name="/load_model")
+    for name in ("owner/secret-numbers", "owner/no-such-model"):
+        described = visitor.predict(name, api_name="/load_model")
+        assert described.startswith("⚠️") and "is not a public model on the Hub" in described, described
+    upload = reviews_csv(tmp_path / "reviews.csv", count=20)
+    started, _ = visitor.predict(handle_file(upload), "classification", "review", "sentiment", "existing",
+                                 "owner/secret-numbers", 10, 1e-3, api_name="/start_run")  # fmt: skip
+    assert "is not a public model on the Hub" in started
+
+
+def test_each_visitor_has_their_own_run_and_the_server_runs_one_at_a_time(app, hub, tmp_path):
+    """Two visitors (two clients, two sessions): the second sees nothing of the first one's run, can neither stop
+    nor push it, and is told the server is busy; the first stops their own."""
+    first, second = Client(app.url, verbose=False), Client(app.url, verbose=False)
+    upload = reviews_csv(tmp_path / "reviews.csv", count=40)
+    settings = ["classification", "review", "sentiment", "new", "", 5000, 1e-3]
+    started, _ = first.predict(handle_file(upload), *settings, api_name="/start_run")
+    assert started.startswith("Started"), started
+    name = started.split("**")[1]
+
+    status = second.predict(api_name="/run_status")
+    assert status[0].startswith("No run yet") and name not in json.dumps(status)
+    assert second.predict(api_name="/stop_run") == "You have no run going."
+    assert second.predict("user/stolen", "", api_name="/push") == "⚠️ You have no finished run to push."
+    refused, _ = second.predict(handle_file(upload), *settings, api_name="/start_run")
+    assert refused.startswith("⚠️ The server is busy") and name not in refused
+    assert hub.store.load("model", "user/stolen") is None
+
+    assert name in first.predict(api_name="/run_status")[0]
+    assert str(app.runs) not in first.predict(api_name="/run_status")[0]
+    assert first.predict(api_name="/stop_run") == f"Stopped {name}."
+    assert wait_for_the_run(first)[0].startswith("**Stopped**")
+
+
+def test_pushes_use_the_visitors_token_never_the_servers(app, client, hub, tmp_path):
+    """The server holds HF_TOKEN, and a visitor who types none (or only spaces) is refused: nothing is pushed.
+    A token with a line break is refused without being echoed."""
+    upload = reviews_csv(tmp_path / "reviews.csv", count=40)
+    started, _ = client.predict(handle_file(upload), "classification", "review", "sentiment", "new", "", 5, 3e-3,
+                                api_name="/start_run")  # fmt: skip
+    assert wait_for_the_run(client)[0].startswith("**Done**")
+    for token in ("", "   "):
+        refused = client.predict("user/owners-repo", token, api_name="/push")
+        assert refused.startswith("⚠️ Enter your Hub token"), refused
+    injected = client.predict("user/owners-repo", f"{TOKEN}\nX-Injected: 1", api_name="/push")
+    assert injected.startswith("⚠️ The token holds") and TOKEN not in injected and "X-Injected" not in injected
+    assert hub.store.load("model", "user/owners-repo") is None
+
+
+def test_labels_that_look_like_flags_train(app, client, tmp_path):
+    """Labels -1 and 1 reach the script as one argument (`--class_names=-1,1`), not as a flag."""
+    rows = toy_reviews(40, seed=0)
+    upload = tmp_path / "signed.csv"
+    upload.write_text("text,label\n" + "".join(f"{row['sentence']},{2 * row['label'] - 1}\n" for row in rows))
+    started, _ = client.predict(handle_file(upload), "classification", "text", "label", "new", "", 5, 3e-3,
+                                api_name="/start_run")  # fmt: skip
+    assert started.startswith("Started"), started
+    status = wait_for_the_run(client)
+    assert status[0].startswith("**Done**"), status[0]
+    assert {row[1] for row in status[4]["value"]["data"]} <= {"-1", "1"}
+
+
+def test_a_try_costs_what_the_sliders_allow_whatever_the_api_sends(app, client):
+    """20,000 characters, 99 beams and 10,000 new tokens: the input is cut to the app's limit and the model's
+    positions, the beams and tokens to the sliders' ranges; the answer comes in seconds."""
+    started = time.time()
+    translation, _, _ = client.predict("model", "seven " * 3400, 99, 10_000, api_name="/run_model")
+    assert time.time() - started < 120
+    assert translation["visible"] and len(translation["value"].split()) <= 256
+
+
+def test_an_upload_over_the_limit_is_refused_before_it_is_stored(app, client, tmp_path):
+    upload = tmp_path / "huge.csv"
+    upload.write_bytes(b"text,label\n" + b"a long review,1\n" * 80_000)  # 1.3 MB, over the 1 MB limit
+    with pytest.raises(Exception, match="(?i)file size|too large|exceeds|413"):
+        client.predict(handle_file(upload), "classification", api_name="/inspect_file")
+    stored = [path for path in (app.runs / "uploads").rglob("huge.csv")] if (app.runs / "uploads").is_dir() else []
+    assert stored == []

@@ -47,7 +47,6 @@ def hub_env(server: HubServer, home: Path, token: str | None = TOKEN) -> dict:
         NO_PROXY="127.0.0.1,localhost",
         no_proxy="127.0.0.1,localhost",
         OMP_NUM_THREADS="1",
-        PYTHONPATH=str(REPO_ROOT),
     )
     if token is not None:
         env["HF_TOKEN"] = token
