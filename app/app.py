@@ -535,7 +535,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     # max_file_size: Gradio refuses a larger upload as it arrives, before writing it whole to disk.
     build().launch(server_name=ARGS.host, server_port=ARGS.port, show_error=False,
-                   max_file_size=f"{ARGS.max_file_mb}mb")  # fmt: skip
+                   max_file_size=MANAGER.max_file_bytes)  # fmt: skip
 
 
 if __name__ == "__main__":
