@@ -296,7 +296,11 @@ class HubHandler(BaseHTTPRequestHandler):
         self.require_write_token()
         payload = json.loads(self.body)
         repo_type = payload.get("type") or "model"
-        repo_id = f"{payload.get('organization') or self.server.user}/{payload['name']}"
+        namespace = payload.get("organization") or self.server.user
+        if namespace != self.server.user:  # the token's user belongs to no organization here
+            message = f'You don\'t have the rights to create a {repo_type} under the namespace "{namespace}"'
+            raise HubError(403, message)
+        repo_id = f"{namespace}/{payload['name']}"
         url = f"{self.server.url}/{URL_PREFIXES[repo_type]}{repo_id}"
         private = payload.get("visibility") == "private" or bool(payload.get("private"))
         if not self.server.store.create(repo_type, repo_id, private):

@@ -351,16 +351,16 @@ def owner_pushes(hub, demo_run, tmp_path, repo_id: str, private: bool) -> None:
 
 
 def test_hub_models_load_anonymously_so_the_owners_private_model_stays_private(app, hub, demo_run, tmp_path):
-    owner_pushes(hub, demo_run, tmp_path, "owner/public-numbers", private=False)
-    owner_pushes(hub, demo_run, tmp_path, "owner/secret-numbers", private=True)
+    owner_pushes(hub, demo_run, tmp_path, "user/public-numbers", private=False)
+    owner_pushes(hub, demo_run, tmp_path, "user/secret-numbers", private=True)
     visitor = Client(app.url, verbose=False)
-    assert "a translator" in visitor.predict("owner/public-numbers", api_name="/load_model")
-    for name in ("owner/secret-numbers", "owner/no-such-model"):
+    assert "a translator" in visitor.predict("user/public-numbers", api_name="/load_model")
+    for name in ("user/secret-numbers", "user/no-such-model"):
         described = visitor.predict(name, api_name="/load_model")
         assert described.startswith("⚠️") and "is not a public model on the Hub" in described, described
     upload = reviews_csv(tmp_path / "reviews.csv", count=20)
     started, _ = visitor.predict(handle_file(upload), "classification", "review", "sentiment", "existing",
-                                 "owner/secret-numbers", 10, 1e-3, api_name="/start_run")  # fmt: skip
+                                 "user/secret-numbers", 10, 1e-3, api_name="/start_run")  # fmt: skip
     assert "is not a public model on the Hub" in started
 
 

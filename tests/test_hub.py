@@ -12,9 +12,12 @@ empty cache.
 import hashlib
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -53,9 +56,11 @@ def hub_env(server: HubServer, home: Path, token: str | None = TOKEN) -> dict:
     return env
 
 
-def run(arguments: list, env: dict, check: bool = True, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+def run(
+    arguments: list, env: dict, check: bool = True, cwd: Path = REPO_ROOT, timeout: int = 300
+) -> subprocess.CompletedProcess:
     completed = subprocess.run(
-        [sys.executable, *map(str, arguments)], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, *map(str, arguments)], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
     if check:
         assert completed.returncode == 0, completed.stderr[-4000:]
@@ -268,7 +273,6 @@ def test_trust_remote_code_pull_without_the_package(hub, runs, tmp_path):
         print(json.dumps({"module": type(model).__module__, "ids": ids, "logits": logits}))
     """
     env = hub_env(hub, tmp_path / "home_pull")
-    del env["PYTHONPATH"]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     report = run_python(without_package, env, json.dumps(SOURCES), cwd=elsewhere)
@@ -383,3 +387,50 @@ def test_the_server_dying_mid_push_gives_a_clear_error_and_a_second_push_succeed
         assert restarted.unknown_requests == []
     finally:
         restarted.stop()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [("weights cut short", "model.safetensors is"), ("config not JSON", "config.json is not valid JSON")],
+)
+def test_a_damaged_file_is_never_published(hub, runs, tmp_path, damage, message):
+    """A truncated weights file (an interrupted copy) or a damaged JSON file stops the push before any network
+    call, naming the file; nothing reaches the Hub."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs.translation, run_dir)
+    if damage == "weights cut short":
+        weights = run_dir / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    else:
+        (run_dir / "config.json").write_text('{"model_type": "scratch_transformer", ')
+    requests_before = len(hub.requests)
+    completed = run([PUSH_SCRIPT, run_dir, "--repo_id", "user/damaged"], hub_env(hub, tmp_path / "home"), check=False)
+    assert completed.returncode != 0 and "Traceback" not in completed.stderr
+    assert message in completed.stderr and "Nothing was pushed" in completed.stderr, completed.stderr[-2000:]
+    assert len(hub.requests) == requests_before and hub.store.load("model", "user/damaged") is None
+
+
+def test_a_namespace_the_token_cannot_write_to_gets_the_hubs_reason(hub, runs, tmp_path):
+    completed = run([PUSH_SCRIPT, runs.translation, "--repo_id", "someone-else/model"],
+                    hub_env(hub, tmp_path / "home"), check=False)  # fmt: skip
+    assert completed.returncode != 0 and "Traceback" not in completed.stderr
+    assert "refused the push to the namespace 'someone-else' (403)" in completed.stderr, completed.stderr[-2000:]
+    assert "You don't have the rights" in completed.stderr and "set HF_TOKEN" not in completed.stderr
+
+
+def test_a_hub_that_stops_answering_ends_the_push_with_a_message(runs, tmp_path):
+    """A server that accepts the connection and never answers: the push ends after the read timeout
+    (HF_HUB_DOWNLOAD_TIMEOUT, 2 s here), not never."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    env = {**hub_env(SimpleNamespace(url=f"http://127.0.0.1:{silent.getsockname()[1]}"), tmp_path / "home"),
+           "HF_HUB_DOWNLOAD_TIMEOUT": "2", "HF_HUB_ETAG_TIMEOUT": "2"}  # fmt: skip
+    try:
+        started = time.time()
+        completed = run([PUSH_SCRIPT, runs.translation, "--repo_id", "user/silent"], env, check=False, timeout=120)
+        assert time.time() - started < 90
+    finally:
+        silent.close()
+    assert completed.returncode != 0 and "Traceback" not in completed.stderr
+    assert "did not answer in time" in completed.stderr, completed.stderr[-2000:]

@@ -17,12 +17,13 @@ Every training script does the same at the end with `--push_to_hub --hub_model_i
 
 import argparse
 import fnmatch
+import json
 import os
 import re
 from pathlib import Path
 
 import httpx2
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_session, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
 import hf_scratch_transformer
@@ -45,8 +46,19 @@ RUN_FILES = [
 ]  # fmt: skip
 
 
+# huggingface_hub waits for the Hub without end by default: a Hub that stops answering would hang a push forever.
+# HF_HUB_DOWNLOAD_TIMEOUT, huggingface_hub's own setting, sets the read timeout here too.
+HUB_CONNECT_TIMEOUT_S = 10
+HUB_READ_TIMEOUT_S = float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or 60)
+
+
 class PushError(Exception):
     """A push that could not be done, with a message that says what to do."""
+
+
+def set_hub_timeouts() -> None:
+    """Connect and read timeouts on the session every huggingface_hub call of this process goes through."""
+    get_session().timeout = httpx2.Timeout(HUB_READ_TIMEOUT_S, connect=HUB_CONNECT_TIMEOUT_S)
 
 
 def check_finished_run(run_dir: Path) -> None:
@@ -71,6 +83,42 @@ def check_finished_run(run_dir: Path) -> None:
         )
 
 
+def safetensors_damage(path: Path) -> str | None:
+    """What is wrong with a safetensors file, from its header alone, or None: the file is 8 bytes of header length,
+    the JSON header, then the tensors, whose last byte the header's largest offset names."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        length = int.from_bytes(file.read(8), "little") if size >= 8 else 0
+        if size < 8 or 8 + length > size:
+            return f"is {size} bytes, too few for the header it starts with"
+        try:
+            header = json.loads(file.read(length))
+            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError):
+            return "has a header that is not a safetensors header"
+    if 8 + length + end != size:
+        return f"is {size} bytes where its header describes {8 + length + end}"
+    return None
+
+
+def check_files_whole(files: dict[str, Path]) -> None:
+    """Refuse to publish a damaged file: each safetensors file as long as its header says, each JSON file valid."""
+    for name, path in files.items():
+        damage = None
+        if name.endswith(".safetensors"):
+            damage = safetensors_damage(path)
+        elif name.endswith(".json"):
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as error:
+                damage = f"is not valid JSON ({error})"
+        if damage:
+            raise PushError(
+                f"{path} {damage}: it was cut short or damaged, by an interrupted save or copy. Nothing was pushed: "
+                "save or copy the run again, then push."
+            )
+
+
 def require_token(token: str | None = None) -> str:
     """The token to push with: the one given, or HF_TOKEN / the one `hf auth login` saved."""
     token = token or get_token()
@@ -93,19 +141,32 @@ def files_to_push(run_dir: Path) -> dict[str, Path]:
     return files
 
 
-def explain(error: Exception, endpoint: str) -> str:
-    """A message for a failed Hub call: a rejected token, an unreachable or dying server, or the Hub's own words."""
-    if isinstance(error, HfHubHTTPError) and error.response is not None and error.response.status_code in (401, 403):
+def explain(error: Exception, endpoint: str, repo_id: str | None = None) -> str:
+    """A message for a failed Hub call: a rejected token, a namespace the token may not write to (in the Hub's own
+    words), an unreachable, silent or dying server, or the Hub's own words."""
+    status = error.response.status_code if isinstance(error, HfHubHTTPError) and error.response is not None else None
+    if status == 401:
         return (
-            f"The Hub at {endpoint} rejected the token ({error.response.status_code}): set HF_TOKEN to a token with "
-            "write access, or run `hf auth login`."
+            f"The Hub at {endpoint} rejected the token (401): set HF_TOKEN to a valid token with write access, or "
+            "run `hf auth login`."
+        )
+    if status == 403:
+        namespace = repo_id.split("/")[0] if repo_id and "/" in repo_id else None
+        where = f" to the namespace {namespace!r}" if namespace else ""
+        return (
+            f"The Hub at {endpoint} refused the push{where} (403): {error.server_message or error}. The token has no "
+            "write access there: push to your own namespace, or use a token of a member with write access to it."
         )
     if isinstance(error, (httpx2.TransportError, ConnectionError)) or isinstance(
         error.__cause__, httpx2.TransportError
     ):
+        if any(isinstance(cause, httpx2.TimeoutException) for cause in (error, error.__cause__)):
+            what = f"The Hub at {endpoint} did not answer in time"
+        else:
+            what = f"Lost the connection to the Hub at {endpoint}"
         return (
-            f"Lost the connection to the Hub at {endpoint} ({type(error).__name__}: {error}). The run folder is "
-            "unchanged and the Hub keeps no partial commit: run the same command again."
+            f"{what} ({type(error).__name__}: {error}). The run folder is unchanged and the Hub keeps no partial "
+            "commit: run the same command again."
         )
     return f"The push to {endpoint} failed: {error}"
 
@@ -127,6 +188,8 @@ def push_run(
     check_finished_run(run_dir)
     token = require_token(token)
     files = files_to_push(run_dir)
+    check_files_whole(files)
+    set_hub_timeouts()
     state = read_json(run_dir / "trainer_state.json")
     card = make_model_card(run_dir, repo_id, datasets=datasets, base_model=base_model)
     metric = {"translation": "eval_bleu", "sentiment": "eval_accuracy"}.get(run_kind(run_dir))
@@ -152,7 +215,7 @@ def push_run(
             revision=revision,
         )
     except (HfHubHTTPError, httpx2.TransportError, ConnectionError, RuntimeError) as error:
-        raise PushError(explain(error, api.endpoint)) from error
+        raise PushError(explain(error, api.endpoint, repo_id)) from error
     return commit.oid
 
 
@@ -161,6 +224,7 @@ def check_hub_token(token: str | None) -> None:
     rejects it."""
     try:
         api = HfApi(token=require_token(token))
+        set_hub_timeouts()
         try:
             api.whoami()
         except Exception as error:  # rejected, or unreachable: explain() tells which
