@@ -3,7 +3,10 @@ with one clear message that names the problem and the fix, before it reaches tor
 reasonable, it is handled as the user meant (and the test says why). The command-line catalogue of the same kind
 lives beside each script's tests."""
 
+import json
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -331,3 +334,64 @@ def test_a_model_type_typo_in_config_json_is_named(tmp_path, files):
     )  # fmt: skip
     assert "says model_type 'scratch_transfromer', which is no model type transformers knows" in code, code
     assert "Did you mean 'scratch_transformer'?" in code and "trust_remote_code" not in code
+
+
+def damage_checkpoint(folder, damage: str) -> str:
+    """Damage a saved checkpoint as an interrupted copy or a hand edit would; the file a message must name."""
+    if damage == "weights cut short":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        return "The weights file of"
+    config_file = folder / "config.json"
+    if damage == "config not JSON":
+        config_file.write_text(config_file.read_text()[:40])
+        return "its config.json is not a JSON object"
+    config = json.loads(config_file.read_text())  # no model_type: transformers would ask to run the folder's code
+    del config["model_type"]
+    config_file.write_text(json.dumps(config))
+    return "config.json says model_type None"
+
+
+DAMAGES = ["weights cut short", "config not JSON", "config without model_type"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_checkpoint_ends_each_script_with_one_line(tmp_path, files, damage):
+    checkpoint = tmp_path / "run" / "checkpoint-1"
+    model = ScratchTransformerForConditionalGeneration(tiny_config(vocab_size=len(load_tokenizer(files))))
+    model.save_pretrained(checkpoint)
+    expected = damage_checkpoint(checkpoint, damage)
+    stopped = {
+        "finetune_translation": script_stops_with("finetune_translation", "--source_lang", "en", "--target_lang",
+            "de", "--train_file", files / "pairs.jsonl", "--model_name_or_path", checkpoint, "--tokenizer_name",
+            files / "tokenizer", "--output_dir", tmp_path / "out", *COMMON_FLAGS),
+        "average_checkpoints": script_stops_with("average_checkpoints", "--run_dir", tmp_path / "run", "--last", 1,
+                                                 "--output_dir", tmp_path / "averaged"),
+    }  # fmt: skip
+    for script, message in stopped.items():
+        assert expected in message and str(checkpoint) in message, (script, message)
+        assert "\n" not in message.strip() and "Do you wish" not in message
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_the_plotting_command_never_prompts_and_names_the_damage(tmp_path, files, damage):
+    """As a command, with nobody at the keyboard (stdin closed): one line, no question, no traceback."""
+    folder = tmp_path / "model"
+    ScratchTransformerForConditionalGeneration(tiny_config(vocab_size=len(load_tokenizer(files)))).save_pretrained(
+        folder
+    )
+    load_tokenizer(files).save_pretrained(folder)
+    expected = damage_checkpoint(folder, damage)
+    completed = subprocess.run(
+        [sys.executable, "-m", "hf_scratch_transformer.training.cli", "plot-attention", str(folder), "--source",
+         "good film", "--out", str(tmp_path / "a.png")],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 1 and expected in completed.stderr, completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr and "Do you wish" not in completed.stderr + completed.stdout
+
+
+def load_tokenizer(files):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(files / "tokenizer")

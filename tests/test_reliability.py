@@ -292,6 +292,18 @@ def test_resuming_from_a_dir_without_a_complete_checkpoint_is_a_clear_error(sent
     output_dir.mkdir()
     if content == "a killed save only":
         (output_dir / STAGING_DIR_NAME / "checkpoint-5").mkdir(parents=True)
-    with pytest.raises(SystemExit, match="holds no checkpoint-\\* folder to resume"):
+    with pytest.raises(SystemExit, match="holds no checkpoint-\\* folder to resume") as refused:
         run_script("finetune_sentiment", *short_run(sentiment, output_dir, 2, "--resume_from_checkpoint", "true"))
+    assert "Start the run again without --resume_from_checkpoint" in str(refused.value)
     assert not list(output_dir.glob("checkpoint-*"))
+
+
+def test_a_folder_holding_only_an_interrupted_first_checkpoint_takes_a_new_run(sentiment, tmp_path):
+    """A run killed during its very first save leaves only the staging folder: a restart without
+    --resume_from_checkpoint (what the resume refusal above advises) starts anew there, rather than calling the
+    folder used."""
+    output_dir = tmp_path / "run"
+    (output_dir / STAGING_DIR_NAME / "checkpoint-2").mkdir(parents=True)
+    (output_dir / STAGING_DIR_NAME / "checkpoint-2" / "model.safetensors").write_bytes(b"cut short")
+    run_script("finetune_sentiment", *short_run(sentiment, output_dir, 2))
+    assert (output_dir / "checkpoint-2").is_dir() and not (output_dir / STAGING_DIR_NAME).exists()

@@ -32,6 +32,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
+from hf_scratch_transformer.training.model_loading import explained_load_errors
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
@@ -68,7 +69,8 @@ def last_checkpoints(run_dir: Path, count: int) -> list[Path]:
 
 def model_class_of(checkpoint: Path):
     """The head the checkpoint was saved with: a classifier, or the sequence-to-sequence model."""
-    architectures = AutoConfig.from_pretrained(checkpoint).architectures or []
+    with explained_load_errors("checkpoint", str(checkpoint)):
+        architectures = AutoConfig.from_pretrained(checkpoint, trust_remote_code=False).architectures or []
     if any("SequenceClassification" in name for name in architectures):
         return AutoModelForSequenceClassification
     return AutoModelForSeq2SeqLM
@@ -80,7 +82,8 @@ def average_state_dicts(checkpoints: list[Path], model_class) -> dict[str, torch
     sums: dict[str, torch.Tensor] = {}
     first: dict[str, torch.Tensor] | None = None
     for checkpoint in checkpoints:
-        state = model_class.from_pretrained(checkpoint).state_dict()
+        with explained_load_errors("checkpoint", str(checkpoint)):
+            state = model_class.from_pretrained(checkpoint, trust_remote_code=False).state_dict()
         first = state if first is None else first
         for name, tensor in state.items():
             if name not in first or tensor.shape != first[name].shape:
@@ -118,11 +121,11 @@ def main(argv: list[str] | None = None) -> None:
 
     model_class = model_class_of(checkpoints[-1])
     averaged = average_state_dicts(checkpoints, model_class)
-    model = model_class.from_pretrained(checkpoints[-1])
+    model = model_class.from_pretrained(checkpoints[-1], trust_remote_code=False)
     model.load_state_dict(averaged)
     model.save_pretrained(args.output_dir)
     try:
-        AutoTokenizer.from_pretrained(checkpoints[-1]).save_pretrained(args.output_dir)
+        AutoTokenizer.from_pretrained(checkpoints[-1], trust_remote_code=False).save_pretrained(args.output_dir)
     except (OSError, ValueError):
         logger.warning("%s holds no tokenizer: the averaged model is saved without one.", checkpoints[-1])
     logger.info("Saved the average of %d checkpoints to %s", len(checkpoints), args.output_dir)

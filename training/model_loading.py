@@ -1,5 +1,10 @@
 """The tokenizer and the model a run starts from: a checkpoint to fine-tune, or a new model sized to the tokenizer,
-and the check that the lengths a run asks for fit a model with learned positions."""
+and the check that the lengths a run asks for fit a model with learned positions.
+
+Every load passes `trust_remote_code=False`: the scripts train this package's model, which is installed, so they
+never need code from a checkpoint folder, and transformers then never stops a run to ask whether to execute it. A
+folder whose config or weights are damaged ends the script with one line that names the file and the fix
+(`explained_load_errors`)."""
 
 import contextlib
 import difflib
@@ -24,15 +29,24 @@ def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
         )
     flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
     with explained_load_errors(flag, source):
-        return AutoTokenizer.from_pretrained(source)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
 
 
 @contextlib.contextmanager
 def explained_load_errors(flag: str, source: str):
-    """A name that is no folder here is looked up on the Hub, whose errors speak of repo ids and connections: say
-    first that the folder does not exist, and what the Hub said only when the name could be a Hub id."""
+    """Loading from `source`, given as `flag`, ends the script with one line on failure. A folder: its config.json
+    is checked first (JSON, a model type transformers knows), then what fails to load (weights cut short, a damaged
+    tokenizer file) is named with transformers' own reason. A name that is no folder here is looked up on the Hub,
+    whose errors speak of repo ids and connections: say first that the folder does not exist, and what the Hub said
+    only when the name could be a Hub id."""
     if Path(source).is_dir():
-        yield
+        check_model_type(flag, source)
+        try:
+            yield
+        except (OSError, ValueError) as error:
+            reason = str(error).strip().splitlines()[0]
+            fix = "" if "again" in reason else " If a file of it was cut short or damaged, save or copy it again."
+            raise SystemExit(f"{flag} {source}: {reason}{fix}") from None
         return
     could_be_hub_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", source) and not source.startswith(".")
     if not could_be_hub_id:
@@ -113,23 +127,26 @@ def load_model(model_class, model_args: ModelArguments, tokenizer: PreTrainedTok
                 f"weights were trained with; only {', '.join(WEIGHTLESS_FIELDS)} can change when fine-tuning it. "
                 "Drop the others, or leave out --model_name_or_path to train a new model."
             )
-        check_model_type("--model_name_or_path", model_args.model_name_or_path)
         with explained_load_errors("--model_name_or_path", model_args.model_name_or_path):
-            architectures = AutoConfig.from_pretrained(model_args.model_name_or_path).architectures or []
+            config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=False)
+        architectures = config.architectures or []
         if model_class is AutoModelForSeq2SeqLM and any("SequenceClassification" in name for name in architectures):
             raise SystemExit(
                 f"--model_name_or_path {model_args.model_name_or_path} is a classifier: the encoder alone, with no "
                 "decoder to translate with. Start from a sequence-to-sequence checkpoint (pretrain.py or "
                 "finetune_translation.py), or from a new model."
             )
-        model = model_class.from_pretrained(model_args.model_name_or_path, **config_kwargs, **overrides, **kwargs)
+        with explained_load_errors("--model_name_or_path", model_args.model_name_or_path):
+            model = model_class.from_pretrained(
+                model_args.model_name_or_path, trust_remote_code=False, **config_kwargs, **overrides, **kwargs
+            )
     else:
         config_source = model_args.config_name
         if config_source:
-            check_model_type("--config_name", config_source)
-        config = (
-            AutoConfig.from_pretrained(config_source) if config_source else AutoConfig.for_model("scratch_transformer")
-        )
+            with explained_load_errors("--config_name", config_source):
+                config = AutoConfig.from_pretrained(config_source, trust_remote_code=False)
+        else:
+            config = AutoConfig.for_model("scratch_transformer")
         special_tokens = {
             "vocab_size": len(tokenizer),
             "pad_token_id": tokenizer.pad_token_id,

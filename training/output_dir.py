@@ -7,6 +7,8 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from hf_scratch_transformer.training.atomic_checkpoints import remove_incomplete_checkpoints
+
 
 def checkpoint_to_resume(output_dir: str, resume_from_checkpoint: str | bool | None) -> str | None:
     """`--resume_from_checkpoint` as given, the last complete checkpoint in `output_dir` for
@@ -14,7 +16,10 @@ def checkpoint_to_resume(output_dir: str, resume_from_checkpoint: str | bool | N
     if resume_from_checkpoint in (True, "true", "True"):
         last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
         if last is None:
-            raise SystemExit(f"--resume_from_checkpoint true: {output_dir} holds no checkpoint-* folder to resume.")
+            raise SystemExit(
+                f"--resume_from_checkpoint true: {output_dir} holds no checkpoint-* folder to resume (a run killed "
+                "during its first save has none). Start the run again without --resume_from_checkpoint."
+            )
         return last
     return resume_from_checkpoint or None
 
@@ -22,8 +27,10 @@ def checkpoint_to_resume(output_dir: str, resume_from_checkpoint: str | bool | N
 def refuse_used_output_dir_or_delete_its_checkpoints(output_dir: str, overwrite: bool) -> None:
     """A new run goes into an empty (or new) folder. One that holds another run is refused, unless `overwrite`:
     then its checkpoint-* folders are deleted, since a later --resume_from_checkpoint true could otherwise pick
-    one of them as the new run's last."""
+    one of them as the new run's last. What a run killed while saving left (never a checkpoint) is deleted first:
+    a folder that holds only an interrupted first checkpoint is an empty one."""
     path = Path(output_dir)
+    remove_incomplete_checkpoints(output_dir)
     if not (path.is_dir() and any(path.iterdir())):
         return
     if not overwrite:

@@ -15,17 +15,19 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
 
+from hf_scratch_transformer.training.model_loading import explained_load_errors
 from hf_scratch_transformer.visualization import KINDS, plot_attention
 
 
 def load_model_and_tokenizer(name_or_path: str):
-    """A saved run (folder or Hub id) with the Auto class its config names: a classifier or a translator."""
-    architectures = AutoConfig.from_pretrained(name_or_path).architectures or [""]
+    """A saved run (folder or Hub id) with the Auto class its config names: a classifier or a translator. This
+    package's model is installed: no code is ever run from the folder (`trust_remote_code=False`)."""
+    architectures = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False).architectures or [""]
     if architectures[0].endswith("ForSequenceClassification"):
-        model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
+        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, trust_remote_code=False)
     else:
-        model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
-    return model.eval(), AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, trust_remote_code=False)
+    return model.eval(), AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
 
 
 def index_or_word(text: str) -> int | str:
@@ -43,7 +45,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("attention.png"), help="A .png, .svg or .pdf file.")
     args = parser.parse_args()
 
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    with explained_load_errors("model", args.model):
+        model, tokenizer = load_model_and_tokenizer(args.model)
     kind = args.kind or ("cross" if model.can_generate() else "encoder")
     try:
         figure = plot_attention(model, tokenizer, args.source, args.target, kind, args.layer, args.head)
