@@ -479,8 +479,9 @@ def build() -> gr.Blocks:
                             stop_button = gr.Button("Stop", variant="stop")
                         start_message = gr.Markdown()
                         gr.Markdown(
-                            f"Your runs are yours: other visitors neither see nor touch them. This server trains "
-                            f"{ARGS.max_runs} run{'s' if ARGS.max_runs > 1 else ''} at a time; old runs are deleted."
+                            "Your runs are yours: other visitors neither see nor touch them. This server trains "
+                            f"{'one run' if ARGS.max_runs == 1 else f'{ARGS.max_runs} runs'} at a time; old runs "
+                            "are deleted."
                         )
                     with gr.Column(scale=3):
                         status = gr.Markdown()
