@@ -122,6 +122,11 @@ def toy_reviews(count: int, seed: int, neutral_words: tuple[int, int] = (4, 4), 
     return rows
 
 
+def command(name: str) -> list[str]:
+    """The arguments of Python that run `hf-scratch-transformer <name>`: `python -m` of the installed command."""
+    return ["-m", "hf_scratch_transformer.training.cli", name]
+
+
 def run_script(script: str, *arguments) -> None:
     """training/<script>.py's main() in this process, with `arguments` as its command line. A script started as a
     process spends 7-10 s importing torch, transformers, datasets and peft before its first step; the tests of what
@@ -159,7 +164,7 @@ def demo_run(tmp_path_factory):
     with FileLock(str(shared / "demo.lock")):
         if not outputs.exists():
             completed = subprocess.run(
-                [sys.executable, str(REPO_ROOT / "training" / "demo.py"), "--max_steps", "500", "--test_size", "40",
+                [sys.executable, *command("demo"), "--max_steps", "500", "--test_size", "40",
                  "--output_dir", str(folder)],
                 capture_output=True, text=True, timeout=1200,
             )  # fmt: skip

@@ -5,16 +5,15 @@ import logging
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_script, script_stops_with, tiny_config
+from conftest import command, run_script, script_stops_with, tiny_config
 from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
 
-SCRIPT = Path(__file__).resolve().parents[1] / "training" / "average_checkpoints.py"
+SCRIPT = command("average-checkpoints")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +84,7 @@ def test_bad_requests_are_refused_with_what_to_change(run_dir, tmp_path, args, m
 
 def test_a_bad_request_ends_the_command_in_one_line(run_dir, tmp_path):
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--run_dir", str(run_dir), "--last", "0", "--output_dir", str(tmp_path / "out")],
+        [sys.executable, *SCRIPT, "--run_dir", str(run_dir), "--last", "0", "--output_dir", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1

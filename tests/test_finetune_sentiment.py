@@ -9,13 +9,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO_ROOT, SHARED_DATA, run_script, script_stops_with, toy_reviews, write_jsonl
+from conftest import REPO_ROOT, SHARED_DATA, command, run_script, script_stops_with, toy_reviews, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from hf_scratch_transformer.training.finetune_sentiment import keep_head_and_tail
 from hf_scratch_transformer.training.output_dir import validation_metrics
 
-SCRIPT = REPO_ROOT / "training" / "finetune_sentiment.py"
+SCRIPT = command("finetune-sentiment")
 TINY_MODEL = (
     "d_model=32,encoder_layers=2,decoder_layers=1,encoder_attention_heads=4,decoder_attention_heads=4,"
     "encoder_ffn_dim=64,decoder_ffn_dim=64,normalize_before=true"
@@ -153,7 +153,7 @@ def test_bad_data_gets_a_clear_error(data, tmp_path, make_train, extra, message)
 
 def test_a_missing_file_ends_the_command_with_a_message_and_no_traceback(data, tmp_path):
     completed = subprocess.run(
-        [sys.executable, SCRIPT, "--train_file", tmp_path / "missing.jsonl", "--tokenizer_name", data["tokenizer"],
+        [sys.executable, *SCRIPT, "--train_file", tmp_path / "missing.jsonl", "--tokenizer_name", data["tokenizer"],
          "--config_overrides", TINY_MODEL, "--output_dir", tmp_path / "run", "--max_steps", "1", *COMMON],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
     )  # fmt: skip

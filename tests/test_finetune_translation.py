@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, SHARED_DATA, run_script, script_stops_with, tiny_config
+from conftest import SHARED_DATA, command, run_script, script_stops_with, tiny_config
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from hf_scratch_transformer import ScratchTransformerForConditionalGeneration
@@ -27,7 +27,7 @@ from hf_scratch_transformer.demo_data import make_demo_splits
 from hf_scratch_transformer.metrics import load_metric
 from hf_scratch_transformer.training import finetune_translation as ft
 
-SCRIPT = REPO_ROOT / "training" / "finetune_translation.py"
+SCRIPT = command("finetune-translation")
 MULTI30K = SHARED_DATA / "multi30k"
 # Nothing to fetch: fail fast rather than wait on the network. One thread: these models are tiny, and on a busy
 # machine two OpenMP threads that wait for each other made a 50-step run 20 times slower (10 s instead of 0.5 s).
@@ -312,7 +312,7 @@ def test_bad_input_stops_with_a_clear_message(bad_runs, case, expected):
 
 def test_bad_input_ends_the_command_with_one_line_and_no_traceback(bad_runs):
     completed = subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, bad_runs["missing_language"])],
+        [sys.executable, *SCRIPT, *map(str, bad_runs["missing_language"])],
         capture_output=True, text=True, timeout=300, env=ENV,
     )  # fmt: skip
     assert completed.returncode != 0

@@ -23,14 +23,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO_ROOT, toy_reviews, word_level_tokenizer, write_jsonl
+from conftest import REPO_ROOT, command, toy_reviews, word_level_tokenizer, write_jsonl
 from hub_server import HubServer
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
 TOKEN = "hf_dummy_token_for_the_test_hub"
-PUSH_SCRIPT = REPO_ROOT / "training" / "push_to_hub.py"
+PUSH_SCRIPT = command("push-to-hub")
 TINY_MODEL = (
     "d_model=16,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2,"
     "encoder_ffn_dim=32,decoder_ffn_dim=32,normalize_before=true,dropout=0.0,label_smoothing=0.0"
@@ -120,7 +120,7 @@ def runs(hub, tmp_path_factory):
     run_python(push_dataset, hub_env(hub, folder / "home_dataset"), folder / "pairs.jsonl")
 
     translation = folder / "translation"
-    run([REPO_ROOT / "training" / "finetune_translation.py", "--dataset_name", "user/reversed-reviews",
+    run([*command("finetune-translation"), "--dataset_name", "user/reversed-reviews",
          "--source_lang", "en", "--target_lang", "xx", "--tokenizer_name", tokenizer_dir,
          "--config_overrides", TINY_MODEL, "--output_dir", translation, "--max_steps", 60, "--learning_rate", 3e-3,
          "--per_device_train_batch_size", 16, "--eval_strategy", "steps", "--eval_steps", 20, "--logging_steps", 5,
@@ -128,10 +128,10 @@ def runs(hub, tmp_path_factory):
          *QUIET], hub_env(hub, folder / "home_translation"))  # fmt: skip
 
     # The classifier starts from the translation model's encoder, taken from the Hub by --model_name_or_path.
-    run([PUSH_SCRIPT, translation, "--repo_id", "user/translation-base"], hub_env(hub, folder / "home_base"))
+    run([*PUSH_SCRIPT, translation, "--repo_id", "user/translation-base"], hub_env(hub, folder / "home_base"))
     sentiment_data = write_jsonl(folder / "reviews.jsonl", rows)
     sentiment = folder / "sentiment"
-    run([REPO_ROOT / "training" / "finetune_sentiment.py", "--train_file", sentiment_data,
+    run([*command("finetune-sentiment"), "--train_file", sentiment_data,
          "--validation_file", sentiment_data, "--max_eval_samples", 32, "--model_name_or_path",
          "user/translation-base", "--class_names", "negative,positive", "--output_dir", sentiment,
          "--max_steps", 60, "--learning_rate", 3e-3, "--per_device_train_batch_size", 16, "--eval_strategy", "steps",
@@ -173,7 +173,7 @@ PULL = """
 
 def test_push_to_hub_script_then_pull_with_each_auto_class_at_two_revisions(hub, runs, tmp_path):
     before = folder_digest(runs.translation)
-    pushed = run([PUSH_SCRIPT, runs.translation, "--repo_id", "user/translation",
+    pushed = run([*PUSH_SCRIPT, runs.translation, "--repo_id", "user/translation",
                   "--dataset_name", "user/reversed-reviews"], hub_env(hub, tmp_path / "home_push"))  # fmt: skip
     first = pushed.stdout.split("at commit ")[-1].strip()
     assert folder_digest(runs.translation) == before  # nothing written into the run
@@ -194,7 +194,7 @@ def test_push_to_hub_script_then_pull_with_each_auto_class_at_two_revisions(hub,
         for parameter in model.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
     model.save_pretrained(second_run)
-    pushed = run([PUSH_SCRIPT, second_run, "--repo_id", "user/translation", "--commit_message", "Second run"],
+    pushed = run([*PUSH_SCRIPT, second_run, "--repo_id", "user/translation", "--commit_message", "Second run"],
                  hub_env(hub, tmp_path / "home_push2"))  # fmt: skip
     second = pushed.stdout.split("at commit ")[-1].strip()
     assert second != first
@@ -228,7 +228,7 @@ def test_push_to_hub_script_then_pull_with_each_auto_class_at_two_revisions(hub,
 
 def test_script_push_to_hub_gives_the_same_files_and_a_working_pipeline(hub, runs, tmp_path):
     # The script pushed user/sentiment itself (Trainer's push, then ours): the same files as push_to_hub.py.
-    run([PUSH_SCRIPT, runs.sentiment, "--repo_id", "user/sentiment-cli"], hub_env(hub, tmp_path / "home_push"))
+    run([*PUSH_SCRIPT, runs.sentiment, "--repo_id", "user/sentiment-cli"], hub_env(hub, tmp_path / "home_push"))
     assert files_at_head(hub, "user/sentiment") == files_at_head(hub, "user/sentiment-cli")
     assert "training_args.bin" not in files_at_head(hub, "user/sentiment")
 
@@ -257,7 +257,7 @@ def test_script_push_to_hub_gives_the_same_files_and_a_working_pipeline(hub, run
 
 
 def test_trust_remote_code_pull_without_the_package(hub, runs, tmp_path):
-    run([PUSH_SCRIPT, runs.translation, "--repo_id", "user/remote-code"], hub_env(hub, tmp_path / "home_push"))
+    run([*PUSH_SCRIPT, runs.translation, "--repo_id", "user/remote-code"], hub_env(hub, tmp_path / "home_push"))
     without_package = """
         import json, sys
         sys.modules["hf_scratch_transformer"] = None  # installed in editable mode: make sure it cannot be used
@@ -289,7 +289,7 @@ def test_trust_remote_code_pull_without_the_package(hub, runs, tmp_path):
 def test_an_adapter_pushed_and_pulled_with_auto_peft_model(hub, runs, tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    run([PUSH_SCRIPT, runs.translation, "--repo_id", "user/base"], hub_env(hub, tmp_path / "home_base"))
+    run([*PUSH_SCRIPT, runs.translation, "--repo_id", "user/base"], hub_env(hub, tmp_path / "home_base"))
     model = AutoModelForSeq2SeqLM.from_pretrained(runs.translation)
     lora = LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="SEQ_2_SEQ_LM", init_lora_weights=False
@@ -298,7 +298,7 @@ def test_an_adapter_pushed_and_pulled_with_auto_peft_model(hub, runs, tmp_path):
     peft_model.peft_config["default"].base_model_name_or_path = "user/base"
     adapter_dir = tmp_path / "adapter"
     peft_model.save_pretrained(adapter_dir, save_embedding_layers=False)  # no lookup of user/base from here
-    run([PUSH_SCRIPT, adapter_dir, "--repo_id", "user/adapter"], hub_env(hub, tmp_path / "home_push"))
+    run([*PUSH_SCRIPT, adapter_dir, "--repo_id", "user/adapter"], hub_env(hub, tmp_path / "home_push"))
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= files_at_head(hub, "user/adapter")
 
     pulled = """
@@ -333,7 +333,7 @@ def test_a_folder_that_is_not_a_run_is_refused_before_any_network_call(hub, tmp_
     (tmp_path / "not_a_run").mkdir()
     (tmp_path / "not_a_run" / "notes.txt").write_text("hello")
     requests_before = len(hub.requests)
-    completed = run([PUSH_SCRIPT, tmp_path / "not_a_run", "--repo_id", "user/nothing"],
+    completed = run([*PUSH_SCRIPT, tmp_path / "not_a_run", "--repo_id", "user/nothing"],
                     hub_env(hub, tmp_path / "home"), check=False)  # fmt: skip
     assert completed.returncode != 0 and "Traceback" not in completed.stderr
     assert "is not a finished run" in completed.stderr and "config.json" in completed.stderr
@@ -346,7 +346,7 @@ def test_a_folder_that_is_not_a_run_is_refused_before_any_network_call(hub, tmp_
     ids=["missing token", "rejected token"],
 )
 def test_a_missing_or_rejected_token_gets_a_clear_message(hub, runs, tmp_path, token, message):
-    completed = run([PUSH_SCRIPT, runs.translation, "--repo_id", "user/refused"],
+    completed = run([*PUSH_SCRIPT, runs.translation, "--repo_id", "user/refused"],
                     hub_env(hub, tmp_path / "home", token=token), check=False)  # fmt: skip
     assert completed.returncode != 0 and "Traceback" not in completed.stderr
     assert message in completed.stderr, completed.stderr[-2000:]
@@ -358,8 +358,8 @@ def test_a_training_script_with_a_rejected_token_stops_before_training(hub, runs
     arguments = ["--train_file", runs.folder / "reviews.jsonl", "--tokenizer_name", runs.folder / "tokenizer",
                  "--config_overrides", TINY_MODEL, "--output_dir", tmp_path / "run", "--max_steps", 1,
                  "--push_to_hub", "--hub_model_id", "user/never", *QUIET]  # fmt: skip
-    script = REPO_ROOT / "training" / "finetune_sentiment.py"
-    completed = run([script, *arguments], hub_env(hub, tmp_path / "home", token="hf_wrong"), check=False)
+    script = command("finetune-sentiment")
+    completed = run([*script, *arguments], hub_env(hub, tmp_path / "home", token="hf_wrong"), check=False)
     assert completed.returncode != 0 and "Traceback" not in completed.stderr
     assert "--push_to_hub: The Hub at" in completed.stderr and "rejected the token (401)" in completed.stderr
     assert not (tmp_path / "run").exists()
@@ -371,7 +371,7 @@ def test_the_server_dying_mid_push_gives_a_clear_error_and_a_second_push_succeed
     port = server.server_address[1]
     server.fail_on = lambda method, path: method == "POST" and "/commit/" in path
     before = folder_digest(runs.translation)
-    completed = run([PUSH_SCRIPT, runs.translation, "--repo_id", "user/interrupted"],
+    completed = run([*PUSH_SCRIPT, runs.translation, "--repo_id", "user/interrupted"],
                     hub_env(server, tmp_path / "home"), check=False)  # fmt: skip
     server.thread.join(timeout=30)  # it stopped itself; free the port for the restart
     server.server_close()
@@ -382,7 +382,7 @@ def test_the_server_dying_mid_push_gives_a_clear_error_and_a_second_push_succeed
 
     restarted = HubServer(storage, token=TOKEN, port=port).start()
     try:
-        run([PUSH_SCRIPT, runs.translation, "--repo_id", "user/interrupted"], hub_env(restarted, tmp_path / "home"))
+        run([*PUSH_SCRIPT, runs.translation, "--repo_id", "user/interrupted"], hub_env(restarted, tmp_path / "home"))
         assert "model.safetensors" in files_at_head(restarted, "user/interrupted")
         assert restarted.unknown_requests == []
     finally:
@@ -404,14 +404,14 @@ def test_a_damaged_file_is_never_published(hub, runs, tmp_path, damage, message)
     else:
         (run_dir / "config.json").write_text('{"model_type": "scratch_transformer", ')
     requests_before = len(hub.requests)
-    completed = run([PUSH_SCRIPT, run_dir, "--repo_id", "user/damaged"], hub_env(hub, tmp_path / "home"), check=False)
+    completed = run([*PUSH_SCRIPT, run_dir, "--repo_id", "user/damaged"], hub_env(hub, tmp_path / "home"), check=False)
     assert completed.returncode != 0 and "Traceback" not in completed.stderr
     assert message in completed.stderr and "Nothing was pushed" in completed.stderr, completed.stderr[-2000:]
     assert len(hub.requests) == requests_before and hub.store.load("model", "user/damaged") is None
 
 
 def test_a_namespace_the_token_cannot_write_to_gets_the_hubs_reason(hub, runs, tmp_path):
-    completed = run([PUSH_SCRIPT, runs.translation, "--repo_id", "someone-else/model"],
+    completed = run([*PUSH_SCRIPT, runs.translation, "--repo_id", "someone-else/model"],
                     hub_env(hub, tmp_path / "home"), check=False)  # fmt: skip
     assert completed.returncode != 0 and "Traceback" not in completed.stderr
     assert "refused the push to the namespace 'someone-else' (403)" in completed.stderr, completed.stderr[-2000:]
@@ -428,7 +428,7 @@ def test_a_hub_that_stops_answering_ends_the_push_with_a_message(runs, tmp_path)
            "HF_HUB_DOWNLOAD_TIMEOUT": "2", "HF_HUB_ETAG_TIMEOUT": "2"}  # fmt: skip
     try:
         started = time.time()
-        completed = run([PUSH_SCRIPT, runs.translation, "--repo_id", "user/silent"], env, check=False, timeout=120)
+        completed = run([*PUSH_SCRIPT, runs.translation, "--repo_id", "user/silent"], env, check=False, timeout=120)
         assert time.time() - started < 90
     finally:
         silent.close()

@@ -278,7 +278,7 @@ def test_replace_chosen_tokens_samples_only_the_chosen_positions():
 def test_a_transformers_without_the_methods_replaced_token_detection_overrides_cannot_import_it(monkeypatch):
     # As if a release renamed Trainer._load_from_checkpoint: a resumed run would silently skip the generator.
     monkeypatch.delattr(Trainer, "_load_from_checkpoint")
-    spec = importlib.util.spec_from_file_location("pretrain_again", pretrain.__file__)
+    spec = importlib.util.spec_from_file_location("hf_scratch_transformer.training.pretrain_again", pretrain.__file__)
     with pytest.raises(
         ImportError, match=r"Trainer has no \['_load_from_checkpoint'\].*ReplacedTokenDetectionTrainer"
     ):

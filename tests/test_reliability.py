@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, random_batch, run_script, tiny_config, toy_reviews, write_jsonl
+from conftest import REPO_ROOT, command, random_batch, run_script, tiny_config, toy_reviews, write_jsonl
 from safetensors.torch import load_file
 from transformers import Seq2SeqTrainingArguments, Trainer
 from transformers.trainer_utils import get_last_checkpoint
@@ -24,8 +24,7 @@ from hf_scratch_transformer.training.atomic_checkpoints import (
     publish_checkpoint,
 )
 
-TRAINING = REPO_ROOT / "training"
-SCRIPT = TRAINING / "finetune_sentiment.py"
+SCRIPT = command("finetune-sentiment")
 # Dropout stays at the config's default (0.1): a resume only matches if the RNG states are restored too.
 TINY_MODEL = (
     "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2,"
@@ -189,7 +188,7 @@ def script_arguments(sentiment: Path, output_dir: Path, *extra, steps: int = 30,
     ]  # fmt: skip
 
 
-def start_script(log: Path, *arguments, program: tuple = (SCRIPT,)) -> subprocess.Popen:
+def start_script(log: Path, *arguments, program: tuple = tuple(SCRIPT)) -> subprocess.Popen:
     with open(log, "w") as file:  # a file, not a pipe: nobody reads while the test polls
         return subprocess.Popen(
             [sys.executable, *program, *map(str, arguments)], stdout=file, stderr=file, cwd=REPO_ROOT

@@ -13,7 +13,7 @@ import unicodedata
 
 import datasets
 import pytest
-from conftest import REPO_ROOT, SHARED_DATA
+from conftest import SHARED_DATA, command
 from transformers import AutoTokenizer
 
 from hf_scratch_transformer import ScratchTransformerConfig
@@ -21,7 +21,7 @@ from hf_scratch_transformer.training import train_tokenizer as tt
 from hf_scratch_transformer.training.arguments import DataArguments, parse_arguments
 from hf_scratch_transformer.training.data import load_raw_datasets
 
-SCRIPT = REPO_ROOT / "training" / "train_tokenizer.py"
+SCRIPT = command("train-tokenizer")
 MULTI30K = SHARED_DATA / "multi30k"
 VOCAB_SIZE = 500  # 105 special tokens + 256 bytes (BPE) or ~190 seed characters (Unigram) + some subwords
 TYPES = ("bpe", "unigram")
@@ -367,7 +367,7 @@ def test_script_end_to_end(tmp_path):
     rows = [{"id": i, "text": text} for i, text in enumerate(corpus())]
     train_file = write_jsonl(tmp_path / "corpus.jsonl", rows)
     output_dir = tmp_path / "tokenizer"
-    command = [sys.executable, str(SCRIPT), "--train_file", train_file, "--output_dir", str(output_dir)]
+    command = [sys.executable, *SCRIPT, "--train_file", train_file, "--output_dir", str(output_dir)]
     command += ["--vocab_size", str(VOCAB_SIZE), "--cache_dir", str(tmp_path / "cache"), "--model_max_length", "128"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -7,7 +7,6 @@ the demo's model, trained once for the session (conftest.demo_run).
 """
 
 import copy
-import importlib.util
 import os
 import re
 import subprocess
@@ -15,26 +14,16 @@ import sys
 
 import pytest
 import torch
-from conftest import EOS, REPO_ROOT, tiny_config, word_level_tokenizer
+from conftest import EOS, command, tiny_config, word_level_tokenizer
 from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_scratch_transformer.demo_data import english_words
+from hf_scratch_transformer.training import plot_attention as plot_attention_script
 from hf_scratch_transformer.visualization import attention_maps, plot_attention, plot_translation_attention
 
 WORDS = "one two three four five six seven eight nine ten eins zwei drei vier".split()
 SOURCE = "three four five two"
 TARGET = "drei vier eins"
-
-
-def load_script(path):
-    """Import a script of training/ as a module (training/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-plot_attention_script = load_script(REPO_ROOT / "training" / "plot_attention.py")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -185,7 +174,7 @@ def test_the_command_from_the_shell(model, tokenizer, tmp_path):
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     completed = subprocess.run(
-        [sys.executable, REPO_ROOT / "training" / "plot_attention.py", tmp_path / "model", "--source", SOURCE,
+        [sys.executable, *command("plot-attention"), tmp_path / "model", "--source", SOURCE,
          "--out", tmp_path / "attention.png"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip

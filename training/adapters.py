@@ -17,7 +17,7 @@ from peft import (
 )
 from safetensors import safe_open
 
-from hf_scratch_transformer.training.arguments import PeftArguments
+from .arguments import PeftArguments
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,8 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
-from hf_scratch_transformer.training.model_loading import explained_load_errors
+
+from .model_loading import explained_load_errors
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")

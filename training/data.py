@@ -8,7 +8,7 @@ from pathlib import Path
 
 import datasets
 
-from hf_scratch_transformer.training.arguments import DataArguments
+from .arguments import DataArguments
 
 # The file extensions the scripts read and the `datasets` builder of each. "<name>.gz" is read too, as
 # `datasets.load_dataset` reads it: ../shared/data/imdb/train.jsonl.gz needs no unpacking.

@@ -52,30 +52,16 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, set_seed
 
 from hf_scratch_transformer.metrics import load_metric
-from hf_scratch_transformer.training.adapters import add_adapter
-from hf_scratch_transformer.training.arguments import (
-    DataArguments,
-    ModelArguments,
-    OutputDirArguments,
-    PeftArguments,
-    parse_arguments,
-)
-from hf_scratch_transformer.training.atomic_checkpoints import AtomicSeq2SeqTrainer
-from hf_scratch_transformer.training.data import (
-    drop_rows_without_text,
-    load_raw_datasets,
-    require_columns,
-    tokenize_splits,
-)
-from hf_scratch_transformer.training.launch import start_run
-from hf_scratch_transformer.training.model_loading import (
-    check_lengths_fit_learned_positions,
-    load_model,
-    load_tokenizer,
-)
-from hf_scratch_transformer.training.output_dir import save_results, validation_metrics
-from hf_scratch_transformer.training.push_to_hub import push_trainer_run
 from hf_scratch_transformer.visualization import plot_translation_attention
+
+from .adapters import add_adapter
+from .arguments import DataArguments, ModelArguments, OutputDirArguments, PeftArguments, parse_arguments
+from .atomic_checkpoints import AtomicSeq2SeqTrainer
+from .data import drop_rows_without_text, load_raw_datasets, require_columns, tokenize_splits
+from .launch import start_run
+from .model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
+from .output_dir import save_results, validation_metrics
+from .push_to_hub import push_trainer_run
 
 logger = logging.getLogger(__name__)
 

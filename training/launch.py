@@ -8,11 +8,8 @@ import os
 
 from transformers import TrainingArguments
 
-from hf_scratch_transformer.training.output_dir import (
-    checkpoint_to_resume,
-    refuse_used_output_dir_or_delete_its_checkpoints,
-)
-from hf_scratch_transformer.training.push_to_hub import check_hub_token
+from .output_dir import checkpoint_to_resume, refuse_used_output_dir_or_delete_its_checkpoints
+from .push_to_hub import check_hub_token
 
 
 def start_run(training_args: TrainingArguments, overwrite_output_dir: bool) -> str | None:

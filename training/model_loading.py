@@ -17,7 +17,8 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, Pretr
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
-from hf_scratch_transformer.training.arguments import ModelArguments
+
+from .arguments import ModelArguments
 
 
 def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:

@@ -7,7 +7,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from hf_scratch_transformer.training.atomic_checkpoints import remove_incomplete_checkpoints
+from .atomic_checkpoints import remove_incomplete_checkpoints
 
 
 def checkpoint_to_resume(output_dir: str, resume_from_checkpoint: str | bool | None) -> str | None:

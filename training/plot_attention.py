@@ -15,8 +15,9 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from hf_scratch_transformer.training.model_loading import explained_load_errors
 from hf_scratch_transformer.visualization import KINDS, plot_attention
+
+from .model_loading import explained_load_errors
 
 
 def load_model_and_tokenizer(name_or_path: str):

@@ -67,22 +67,14 @@ from hf_scratch_transformer.data_collators import (
     compute_input_and_target_lengths,
 )
 from hf_scratch_transformer.modeling_scratch_transformer import ScratchTransformerEncoder
-from hf_scratch_transformer.training.arguments import (
-    DataArguments,
-    ModelArguments,
-    OutputDirArguments,
-    parse_arguments,
-)
-from hf_scratch_transformer.training.atomic_checkpoints import AtomicTrainer, require_trainer_methods
-from hf_scratch_transformer.training.data import column_names, load_raw_datasets, require_columns
-from hf_scratch_transformer.training.launch import start_run
-from hf_scratch_transformer.training.model_loading import (
-    check_lengths_fit_learned_positions,
-    load_model,
-    load_tokenizer,
-)
-from hf_scratch_transformer.training.output_dir import save_results, validation_metrics
-from hf_scratch_transformer.training.push_to_hub import push_trainer_run
+
+from .arguments import DataArguments, ModelArguments, OutputDirArguments, parse_arguments
+from .atomic_checkpoints import AtomicTrainer, require_trainer_methods
+from .data import column_names, load_raw_datasets, require_columns
+from .launch import start_run
+from .model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
+from .output_dir import save_results, validation_metrics
+from .push_to_hub import push_trainer_run
 
 logger = logging.getLogger(__name__)
 

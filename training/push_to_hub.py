@@ -27,13 +27,8 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ge
 from huggingface_hub.errors import HfHubHTTPError
 
 import hf_scratch_transformer
-from hf_scratch_transformer.training.model_card import (
-    CURVES_FILE,
-    make_model_card,
-    read_json,
-    run_kind,
-    training_curves_svg,
-)
+
+from .model_card import CURVES_FILE, make_model_card, read_json, run_kind, training_curves_svg
 
 PACKAGE_DIR = Path(hf_scratch_transformer.__file__).parent  # where the model files to copy beside the weights are
 REMOTE_CODE_FILES = ["configuration_scratch_transformer.py", "modeling_scratch_transformer.py"]

@@ -60,8 +60,8 @@ import pyarrow as pa
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from hf_scratch_transformer.training.arguments import DataArguments, parse_arguments
-from hf_scratch_transformer.training.data import load_raw_datasets
+from .arguments import DataArguments, parse_arguments
+from .data import load_raw_datasets
 
 logger = logging.getLogger(__name__)
 
