@@ -8,6 +8,7 @@ as HF_ENDPOINT, and, as a Space's owner would set it, HF_TOKEN: the tests probe 
 clients, each a visitor), and check that the server's token never reaches one of them.
 """
 
+import importlib.util
 import json
 import os
 import socket
@@ -189,7 +190,7 @@ def test_a_crashing_run_leaves_the_app_running_and_a_run_can_be_stopped(app, cli
     started, _ = client.predict(handle_file(upload), *settings, api_name="/start_run")
     assert started.startswith("Started"), started
     status = wait_for_the_run(client)[0]
-    assert status.startswith("**The run failed**") and "is not a valid JSON file" in status, status
+    assert status.startswith("**The run failed**") and "config.json is not a JSON object" in status, status
     assert "Traceback" not in status and str(app.runs.parent) not in status  # no folder of the server
 
     started, _ = client.predict(handle_file(upload), "classification", "review", "sentiment", "new", "", 1000, 1e-3,
@@ -435,3 +436,24 @@ def test_an_upload_over_the_limit_is_refused_before_it_is_stored(app, client, tm
         client.predict(handle_file(upload), "classification", api_name="/inspect_file")
     stored = [path for path in (app.runs / "uploads").rglob("huge.csv")] if (app.runs / "uploads").is_dir() else []
     assert stored == []
+
+
+def test_old_and_surplus_finished_runs_are_deleted_when_a_run_starts(tmp_path):
+    """RunManager.clean_up, as a start calls it: finished runs beyond the newest `keep_runs`, and those older than
+    `max_age_s`, go with their folders; a run that is going stays whatever its age."""
+    spec = importlib.util.spec_from_file_location("app_fine_tuning", REPO_ROOT / "app" / "fine_tuning.py")
+    fine_tuning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fine_tuning)
+    manager = fine_tuning.RunManager(tmp_path, max_file_bytes=1, keep_runs=2, max_age_s=3600)
+    settings = fine_tuning.RunSettings("classification", "text", "label", "", 10, 1e-3)
+    ages = {"oldest": 30, "old": 20, "recent": 10, "expired": 7200, "going": 9000}
+    for name, age in ages.items():
+        (tmp_path / name).mkdir()
+        run = fine_tuning.Run(tmp_path / name, "visitor", settings, 9, 1, [], phase="done")
+        run.started = time.time() - age
+        manager.runs.append(run)
+    manager.runs[-1].phase = "training"  # "going" is active
+    manager.runs.sort(key=lambda run: run.started)  # oldest first, as they were started
+    manager.clean_up()
+    assert sorted(run.folder.name for run in manager.runs) == ["going", "old", "recent"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["going", "old", "recent"]

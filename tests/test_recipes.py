@@ -38,7 +38,7 @@ def push_and_pull_back(hub, run_dir, repo_id: str, loader: str, tmp_path) -> str
     """Push a recipe's output with training/push_to_hub.py, pull it into a fresh cache with `loader` (an Auto class
     of transformers or PEFT), and check that every weight came back exactly; the pulled class's name."""
     home = tmp_path / f"home_{repo_id.replace('/', '_')}"
-    run([PUSH_SCRIPT, run_dir, "--repo_id", repo_id], hub_env(hub, home / "push"))
+    run([*PUSH_SCRIPT, run_dir, "--repo_id", repo_id], hub_env(hub, home / "push"))
     pulled_file = tmp_path / f"{repo_id.replace('/', '_')}.safetensors"
     report = run_python(PULL, hub_env(hub, home / "pull"), repo_id, loader, pulled_file)
     local = getattr(__import__("transformers"), loader, None) or getattr(__import__("peft"), loader)
