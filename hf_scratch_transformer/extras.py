@@ -3,6 +3,7 @@
 pip install hf-scratch-transformer            # the model: Auto classes, generate(), save and load
 pip install "hf-scratch-transformer[train]"   # + the commands, metrics, collators' data, PEFT, Accelerate, plots
 pip install "hf-scratch-transformer[app]"     # + the web app (Gradio)
+pip install "hf-scratch-transformer[export]"  # + the CTranslate2 export (hf_scratch_transformer.export)
 """
 
 from collections.abc import Iterator

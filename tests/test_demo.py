@@ -4,6 +4,7 @@ nearly all held-out numbers."""
 import json
 
 from test_readme import DEMO_MODEL, readme_snippets
+from transformers import AutoModelForSeq2SeqLM
 
 
 def test_demo_short_run(demo_run, tmp_path, monkeypatch):
@@ -24,10 +25,15 @@ def test_demo_short_run(demo_run, tmp_path, monkeypatch):
 
     # The README's snippets that use the demo's model run against this one, in order, in one namespace.
     snippets = [snippet for snippet in readme_snippets() if DEMO_MODEL in snippet]
-    assert len(snippets) == 2
+    assert len(snippets) == 3
     monkeypatch.chdir(tmp_path)  # the attention snippet saves a picture
     namespace: dict = {}
     for snippet in snippets:
         exec(compile(snippet.replace(DEMO_MODEL, str(demo_run.model)), "README.md", "exec"), namespace)
     assert len(namespace["tokenizer"].batch_decode(namespace["ids"], skip_special_tokens=True)) == 2
     assert (tmp_path / "attention.png").read_bytes().startswith(b"\x89PNG")
+    # The serving snippet: CTranslate2 translates as generate() does, with the decoding settings it shows.
+    model, tokenizer = AutoModelForSeq2SeqLM.from_pretrained(demo_run.model), namespace["tokenizer"]
+    expected = model.generate(**tokenizer(["seven thousand four hundred"], return_tensors="pt"), num_beams=4,
+                              max_new_tokens=32)  # fmt: skip
+    assert namespace["text"] == tokenizer.decode(expected[0], skip_special_tokens=True) and namespace["text"]

@@ -1,6 +1,6 @@
 """The wheel is the product: `pip wheel .` builds it; installed alone in a fresh environment, outside any checkout,
 it loads, generates, saves and reloads a model with torch and transformers only; its command says which extra a
-subcommand needs, and with the `train` extra every subcommand answers --help.
+subcommand needs, and with the `train` and `export` extras every subcommand answers --help.
 
 The fresh environment installs from the package index (or pip's cache) with constraints.txt, as a user would. A few
 minutes: the slowest test file, and the one that proves what a user of the published package gets.
@@ -119,8 +119,10 @@ def test_the_command_names_the_extra_it_needs_then_answers_help_with_it(fresh):
     assert "pip install 'hf-scratch-transformer[train]'" in refused.stderr and "Traceback" not in refused.stderr
     plots = run([fresh["python"], "-c", "import hf_scratch_transformer.visualization"], fresh["work"])
     assert "pip install 'hf-scratch-transformer[train]'" in plots.stderr
+    export = run([fresh["python"], "-c", "import hf_scratch_transformer.export"], fresh["work"])
+    assert "needs `ctranslate2`" in export.stderr and "pip install 'hf-scratch-transformer[export]'" in export.stderr
 
-    with_train = f"{fresh['wheel']}[train]"
+    with_train = f"{fresh['wheel']}[train,export]"
     installed = run([fresh["python"], "-m", "pip", "install", "--quiet", "-c", REPO_ROOT / "constraints.txt",
                      with_train], fresh["work"])  # fmt: skip
     assert installed.returncode == 0, installed.stderr[-3000:]

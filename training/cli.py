@@ -7,7 +7,7 @@
 
 Each subcommand is one module of `hf_scratch_transformer.training` (training/ in the repository), run with the rest
 of the command line: its `--help` lists its flags, and its docstring says what it does. The commands need the
-`train` extra: pip install "hf-scratch-transformer[train]".
+`train` extra (pip install "hf-scratch-transformer[train]"), and `export-ctranslate2` the `export` extra.
 """
 
 import importlib
@@ -26,7 +26,9 @@ COMMANDS = {  # subcommand -> (module of hf_scratch_transformer.training, what i
     "average-checkpoints": ("average_checkpoints", "average a run's last checkpoints into one model"),
     "plot-attention": ("plot_attention", "draw a model's attention for one sentence"),
     "push-to-hub": ("push_to_hub", "push a run to the Hugging Face Hub with its model card"),
+    "export-ctranslate2": ("export_ctranslate2", "export a translator to CTranslate2, to serve it (`export` extra)"),
 }
+EXTRAS = {"export-ctranslate2": "export"}  # the extra a command needs, when it is not `train`
 
 
 def usage() -> str:
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{PROGRAM}: no command {command!r}.\n\n{usage()}")
     module_name, _ = COMMANDS[command]
     try:
-        with missing_extra_says_which("train", f"`{PROGRAM} {command}`"):
+        with missing_extra_says_which(EXTRAS.get(command, "train"), f"`{PROGRAM} {command}`"):
             module = importlib.import_module(f"hf_scratch_transformer.training.{module_name}")
     except ModuleNotFoundError as error:
         raise SystemExit(f"{PROGRAM}: {error}") from None
