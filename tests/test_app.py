@@ -457,3 +457,11 @@ def test_old_and_surplus_finished_runs_are_deleted_when_a_run_starts(tmp_path):
     manager.clean_up()
     assert sorted(run.folder.name for run in manager.runs) == ["going", "old", "recent"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["going", "old", "recent"]
+
+
+def test_a_file_of_another_type_is_refused_by_the_upload_field(app, client, tmp_path):
+    """Only .csv, .jsonl and .json reach the app's code: Gradio's file field checks the type on the server too."""
+    upload = tmp_path / "tool.exe"
+    upload.write_bytes(b"MZ" + b"\0" * 100)
+    with pytest.raises(Exception, match="Invalid file type"):
+        client.predict(handle_file(upload), "classification", api_name="/inspect_file")
