@@ -140,6 +140,7 @@ def test_two_cpu_processes_train_as_one_process_with_the_same_global_batch(scrip
     )
     run([sys.executable, *script_arguments(script, data, one, 8)])
 
+    assert "Launched: MULTI_CPU over 2 process(es)" in launched.stderr  # what accelerate set up, in the log
     # Two processes ran, in one process group: each wrote its RNG state into the one (atomic) checkpoint.
     checkpoint = {path.name for path in (two / f"checkpoint-{STEPS}").iterdir()}
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= checkpoint, launched.stderr[-4000:]

@@ -102,7 +102,7 @@ def add_adapter(model, peft_args: PeftArguments, task_type: str, training_args):
     if not model.name_or_path:
         raise SystemExit(
             f"--peft {peft_args.peft} adapts a trained model and leaves it frozen: pass --model_name_or_path (e.g. "
-            "a run of training/pretrain.py). To train a new model, leave out --peft."
+            "a run of `hf-scratch-transformer pretrain`). To train a new model, leave out --peft."
         )
     if peft_args.peft == "prefix" and training_args.gradient_checkpointing:
         raise SystemExit(

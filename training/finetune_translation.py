@@ -107,7 +107,7 @@ class TranslationArguments:
         default=False,
         metadata={
             "help": "Evaluate --model_name_or_path on the validation data (BLEU, chrF, samples, attention map) and "
-            "train nothing: e.g. a model that training/average_checkpoints.py made. --train_file is not needed."
+            "train nothing: e.g. a model that `hf-scratch-transformer average-checkpoints` made. No --train_file."
         },
     )
     bleu_tokenize: str = field(

@@ -4,6 +4,7 @@ the run it resumes or none, and a run that will push has a Hub token, all checke
 Processes that do not form one group would each train alone and write one --output_dir; one process started where
 several were asked for trains another global batch than the one asked for, without a word."""
 
+import logging
 import os
 
 from transformers import TrainingArguments
@@ -11,10 +12,14 @@ from transformers import TrainingArguments
 from .output_dir import checkpoint_to_resume, refuse_used_output_dir_or_delete_its_checkpoints
 from .push_to_hub import check_hub_token
 
+logger = logging.getLogger(__name__)
+
 
 def start_run(training_args: TrainingArguments, overwrite_output_dir: bool) -> str | None:
     """Check the run before it reads any data; the checkpoint it resumes from, or None for a new run."""
     check_processes_see_each_other(training_args.world_size)
+    distributed_type = training_args.distributed_state.distributed_type
+    logger.info("Launched: %s over %d process(es)", distributed_type.value, training_args.world_size)
     if training_args.world_size > 1 and training_args.ddp_find_unused_parameters is None:
         training_args.ddp_find_unused_parameters = False  # every parameter gets a gradient: skip DDP's search
     resume_from = checkpoint_to_resume(training_args.output_dir, training_args.resume_from_checkpoint)

@@ -25,7 +25,7 @@ def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
     source = model_args.tokenizer_name or model_args.model_name_or_path
     if source is None:
         raise SystemExit(
-            "No tokenizer: pass --tokenizer_name (a folder made by training/train_tokenizer.py) or "
+            "No tokenizer: pass --tokenizer_name (a folder made by `hf-scratch-transformer train-tokenizer`) or "
             "--model_name_or_path of a run that saved one."
         )
     flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"

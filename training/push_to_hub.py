@@ -206,7 +206,7 @@ def push_run(
         commit = api.create_commit(
             repo_id,
             operations=additions + deletions,
-            commit_message=commit_message or f"Upload {run_dir.name} with training/push_to_hub.py",
+            commit_message=commit_message or f"Upload {run_dir.name} with hf-scratch-transformer push-to-hub",
             revision=revision,
         )
     except (HfHubHTTPError, httpx2.TransportError, ConnectionError, RuntimeError) as error:
