@@ -3,6 +3,7 @@ the same global batch, and a launch whose processes cannot see each other is ref
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,35 @@ def test_two_cpu_processes_train_as_one_process_with_the_same_global_batch(scrip
     first, second = load_file(two / "model.safetensors"), load_file(one / "model.safetensors")
     difference = max((first[name] - second[name]).abs().max().item() for name in first)
     assert difference <= 1e-3, difference
+
+
+def test_two_machines_launched_on_one_host_train_as_one_process(translation, tmp_path):
+    """multi_node_ddp.yaml with its EDIT lines set for two "machines" on this host (machine_rank 0 and 1, a static
+    rendezvous on 127.0.0.1) and the CPU: the two launches form one process group and train as one process with the
+    same global batch. A real multi-node run edits the same lines (README, "Several processes")."""
+    config = yaml.safe_load((CONFIGS / "multi_node_ddp.yaml").read_text())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config.update(num_machines=2, num_processes=2, main_process_ip="127.0.0.1", main_process_port=port,
+                  use_cpu=True, mixed_precision="no")  # fmt: skip
+    config.pop("gpu_ids")
+    config_file = tmp_path / "two_machines.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    two, one = tmp_path / "two_machines", tmp_path / "one_process"
+    launch = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file", config_file]
+    arguments = script_arguments("translation", translation, two, 4)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    second = subprocess.Popen([str(part) for part in [*launch, "--machine_rank", 1, *arguments]], env=env,
+                              cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    first = run([*launch, "--machine_rank", 0, *arguments])
+    assert second.wait(timeout=300) == 0, second.stdout.read()[-3000:]
+    assert "Launched: MULTI_CPU over 2 process(es)" in first.stderr
+    run([sys.executable, *script_arguments("translation", translation, one, 8)])
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= {path.name for path in (two / f"checkpoint-{STEPS}").iterdir()}
+    two_logs, one_logs = training_logs(two), training_logs(one)
+    difference = max(abs(a["loss"] - b["loss"]) for a, b in zip(two_logs, one_logs, strict=True))
+    assert difference <= 1e-5, ([a["loss"] for a in two_logs], [b["loss"] for b in one_logs])
 
 
 def test_accelerate_launch_cpu_with_two_processes_is_refused(sentiment, tmp_path):
