@@ -434,3 +434,45 @@ def test_a_hub_that_stops_answering_ends_the_push_with_a_message(runs, tmp_path)
         silent.close()
     assert completed.returncode != 0 and "Traceback" not in completed.stderr
     assert "did not answer in time" in completed.stderr, completed.stderr[-2000:]
+
+
+CT2_PULL = """
+    import json, sys
+    import ctranslate2
+    from huggingface_hub import snapshot_download
+    from transformers import AutoTokenizer
+
+    folder = snapshot_download(sys.argv[1], allow_patterns=["ctranslate2/*", "tokenizer*"])
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    translator = ctranslate2.Translator(f"{folder}/ctranslate2")
+    sources = [tokenizer.convert_ids_to_tokens(tokenizer(text).input_ids) for text in json.loads(sys.argv[2])]
+    results = translator.translate_batch(sources, beam_size=2, max_decoding_length=8, min_decoding_length=0,
+                                         length_penalty=1.0, num_hypotheses=1)
+    print(json.dumps([tokenizer.convert_tokens_to_ids(result.hypotheses[0]) for result in results]))
+"""
+
+
+def test_a_translator_is_pushed_with_its_ctranslate2_export_which_translates_as_generate(hub, runs, tmp_path):
+    """`--ctranslate2 int8`: the export goes into the repo's ctranslate2/ folder in the same commit, the card says
+    how to serve it, and what a user pulls translates as the model's generate() does."""
+    pytest.importorskip("ctranslate2")
+    run([*PUSH_SCRIPT, runs.translation, "--repo_id", "user/translation-ct2", "--ctranslate2", "int8"],
+        hub_env(hub, tmp_path / "home_push"))  # fmt: skip
+    files = files_at_head(hub, "user/translation-ct2")
+    assert {"model.safetensors", "ctranslate2/model.bin", "ctranslate2/config.json",
+            "ctranslate2/shared_vocabulary.json"} <= files  # fmt: skip
+    pulled = run(["-c", textwrap.dedent(CT2_PULL), "user/translation-ct2", json.dumps(SOURCES)],
+                 hub_env(hub, tmp_path / "home_pull"))  # fmt: skip
+    ids = json.loads(pulled.stdout.strip().splitlines()[-1])
+    tokenizer = AutoTokenizer.from_pretrained(runs.translation)
+    model = AutoModelForSeq2SeqLM.from_pretrained(runs.translation).eval()
+    batch = tokenizer(SOURCES, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = model.generate(**batch, num_beams=2, max_new_tokens=8, do_sample=False)
+    assert [tokenizer.decode(row, skip_special_tokens=True) for row in ids] == tokenizer.batch_decode(
+        expected, skip_special_tokens=True
+    )
+    repo = hub.store.load("model", "user/translation-ct2")
+    readme = repo["commits"][repo["branches"]["main"]]["files"]["README.md"]
+    card = hub.store.blob_path(readme["blob"]).read_text()
+    assert "### Serving with CTranslate2" in card and "(int8" in card and 'snapshot_download("user/translation-ct2"' in card

@@ -136,10 +136,13 @@ def make_model_card(
     base_model: str | None = None,
     license: str = "apache-2.0",
     with_curves: bool = True,
+    ctranslate2: str | None = None,
 ) -> ModelCard:
     """The card of the run in `run_dir`, to be pushed as `repo_id`'s README.md. `datasets` are the Hub ids the
     run trained on (none for local files); `base_model` the checkpoint it was fine-tuned from (an adapter's is
-    read from adapter_config.json). `with_curves`: the card shows training_curves.svg, pushed beside it."""
+    read from adapter_config.json). `with_curves`: the card shows training_curves.svg, pushed beside it.
+    `ctranslate2`: the quantization of the CTranslate2 export pushed in `ctranslate2/`, which the card shows how to
+    serve; None when there is none."""
     run_dir = Path(run_dir)
     kind = run_kind(run_dir)
     pipeline_tag, task_type, metric_keys = KINDS[kind]
@@ -200,4 +203,5 @@ def make_model_card(
         curves_file=CURVES_FILE if has_curves else None,
         attention_file=ATTENTION_FILE if (run_dir / ATTENTION_FILE).is_file() else None,
         paper_url=PAPER_URL,
+        ctranslate2=ctranslate2,
     )

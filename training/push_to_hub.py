@@ -20,6 +20,7 @@ import fnmatch
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import httpx2
@@ -41,6 +42,8 @@ RUN_FILES = [
 ]  # fmt: skip
 
 
+# Weights of the CTranslate2 export pushed with --ctranslate2 (hf_scratch_transformer.export.QUANTIZATIONS).
+CTRANSLATE2_WEIGHTS = ("float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "float16", "bfloat16")
 # huggingface_hub waits for the Hub without end by default: a Hub that stops answering would hang a push forever.
 # HF_HUB_DOWNLOAD_TIMEOUT, huggingface_hub's own setting, sets the read timeout here too.
 HUB_CONNECT_TIMEOUT_S = 10
@@ -114,6 +117,26 @@ def check_files_whole(files: dict[str, Path]) -> None:
             )
 
 
+def ctranslate2_files(run_dir: Path, quantization: str) -> list[CommitOperationAdd]:
+    """The run exported to CTranslate2 (`hf_scratch_transformer.export`), as the commit's `ctranslate2/` files."""
+    if run_kind(run_dir) != "translation":
+        raise PushError(f"{run_dir} is not a translator: only translators export to CTranslate2.")
+    try:
+        from hf_scratch_transformer.export import export_ctranslate2
+    except ModuleNotFoundError as error:
+        raise PushError(str(error)) from None
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            export_ctranslate2(run_dir, folder, quantization=None if quantization == "float32" else quantization,
+                               force=True)  # fmt: skip
+        except ValueError as error:
+            raise PushError(f"The CTranslate2 export failed: {error}") from None
+        return [
+            CommitOperationAdd(path_in_repo=f"ctranslate2/{path.name}", path_or_fileobj=path.read_bytes())
+            for path in sorted(Path(folder).iterdir())
+        ]
+
+
 def require_token(token: str | None = None) -> str:
     """The token to push with: the one given, or HF_TOKEN / the one `hf auth login` saved."""
     token = token or get_token()
@@ -176,9 +199,14 @@ def push_run(
     token: str | None = None,
     datasets: list[str] | None = None,
     base_model: str | None = None,
+    ctranslate2: str | None = None,
 ) -> str:
     """Push the finished run in `run_dir` to `repo_id` (created if needed; `revision`: a branch, created from
-    main if needed) as one commit. Returns the commit sha. Raises PushError with a message for the user."""
+    main if needed) as one commit. Returns the commit sha. Raises PushError with a message for the user.
+
+    `ctranslate2` ("float32", "int8", ...): the translator exported to CTranslate2 goes in the same commit, in the
+    repo's `ctranslate2/` folder. One repo, not a second one: the export and the weights it came from are one version
+    of one model, with one card that shows both ways to run it."""
     run_dir = Path(run_dir)
     check_finished_run(run_dir)
     token = require_token(token)
@@ -186,13 +214,15 @@ def push_run(
     check_files_whole(files)
     set_hub_timeouts()
     state = read_json(run_dir / "trainer_state.json")
-    card = make_model_card(run_dir, repo_id, datasets=datasets, base_model=base_model)
+    card = make_model_card(run_dir, repo_id, datasets=datasets, base_model=base_model, ctranslate2=ctranslate2)
     metric = {"translation": "eval_bleu", "sentiment": "eval_accuracy"}.get(run_kind(run_dir))
     curves = training_curves_svg(state["log_history"], metric) if state else None
     additions = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
     additions.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode()))
     if curves:
         additions.append(CommitOperationAdd(path_in_repo=CURVES_FILE, path_or_fileobj=curves.encode()))
+    if ctranslate2:
+        additions += ctranslate2_files(run_dir, ctranslate2)
 
     api = HfApi(token=token)
     try:
@@ -271,6 +301,13 @@ def main() -> None:
     parser.add_argument(
         "--base_model", default=None, help="Hub id of the checkpoint the run was fine-tuned from, for the card."
     )
+    parser.add_argument(
+        "--ctranslate2",
+        default=None,
+        choices=CTRANSLATE2_WEIGHTS,
+        help="Also push the translator exported to CTranslate2, with these weights, in the repo's ctranslate2/ folder "
+        "(the `export` extra).",
+    )
     args = parser.parse_args()
     try:
         sha = push_run(
@@ -281,6 +318,7 @@ def main() -> None:
             commit_message=args.commit_message,
             datasets=args.dataset_name,
             base_model=args.base_model,
+            ctranslate2=args.ctranslate2,
         )
     except PushError as error:
         raise SystemExit(f"push_to_hub: {error}") from None
