@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-newest test test-newest demo app lint format clean
+.PHONY: install install-newest test test-slow test-newest demo app lint format clean
 
 install: $(STAMP)
 
@@ -31,8 +31,13 @@ install-newest:
 # Two workers, as many as the project's machines have cores; each test file, with its module fixtures, runs whole on
 # one of them. `make test PYTEST_ARGS="-n 0 tests/test_modeling.py"` runs one file in this process.
 PYTEST_ARGS ?= -n 2 --dist loadfile
+# Two tiers: `make test`, the fast one (a few minutes), and `make test-slow`: trainings, recipe runs, several
+# processes, the app end to end and the wheel install. CI runs both, then `make test-newest`.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 # The model's tests on the newest releases: modeling, generation, save/load and remote code, PEFT, Trainer, the fast
 # paths, the Hub round trip, bad input, atomic checkpoints, and transformers' own common suites.

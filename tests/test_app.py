@@ -27,6 +27,9 @@ from test_hub import TOKEN, files_at_head, hub_env
 
 from hf_scratch_transformer.demo_data import make_demo_splits
 
+# The slow tier (make test-slow): a served app, real fine-tuning runs and two visitors.
+pytestmark = pytest.mark.slow
+
 MAX_FILE_MB = 1
 RUN_TIMEOUT_S = 600
 

@@ -49,6 +49,7 @@ def tiny_run(tmp_path_factory):
     )
 
 
+@pytest.mark.slow  # the timing program in child processes, every row of the table
 def test_speed_benchmark_runs_on_a_tiny_shape(tiny_run):
     assert "vs best of Marian/BART" in tiny_run.stdout
     results, plot = tiny_run.results, tiny_run.plot
@@ -65,6 +66,7 @@ def test_speed_benchmark_runs_on_a_tiny_shape(tiny_run):
     assert results["device"].startswith(f"CPU ({torch.backends.cpu.get_cpu_capability()}")
 
 
+@pytest.mark.slow
 def test_speed_benchmark_times_in_fresh_processes(tmp_path):
     results_file = tmp_path / "speed.json"
     run_speed("--fresh", "--no_memory", "--models", "ours-sdpa,marian-sdpa", "--json", str(results_file))
@@ -82,6 +84,7 @@ def test_speed_benchmark_times_in_fresh_processes(tmp_path):
         assert results["ratios"]["ours-sdpa"][task] == pytest.approx(ours["median"] / marian["median"])
 
 
+@pytest.mark.slow
 def test_low_precision_variants_generate_only_and_are_compared_on_the_same_path(tiny_run):
     results = tiny_run.results
     models = results["models"]

@@ -3,8 +3,12 @@ nearly all held-out numbers."""
 
 import json
 
+import pytest
 from test_readme import DEMO_MODEL, readme_snippets
 from transformers import AutoModelForSeq2SeqLM
+
+# The slow tier (make test-slow): make demo's program, trained for 500 steps.
+pytestmark = pytest.mark.slow
 
 
 def test_demo_short_run(demo_run, tmp_path, monkeypatch):

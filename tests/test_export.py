@@ -108,6 +108,7 @@ def test_what_ctranslate2_cannot_express_is_refused_with_the_fix(tmp_path, token
         export_ctranslate2(tmp_path / "mish", tmp_path / "out", quantization="int4")
 
 
+@pytest.mark.slow  # the demo's 500-step training, shared with the other slow tests
 def test_the_demos_trained_model_translates_its_held_out_numbers_alike(demo_run, tmp_path):
     """A trained model (the demo's, 500 steps): CTranslate2 in float32 and int8 gives generate()'s translation of
     every held-out number, greedy and beam-4."""

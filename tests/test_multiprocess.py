@@ -25,6 +25,9 @@ from hf_scratch_transformer.demo_data import make_translation_dataset
 from hf_scratch_transformer.training.launch import check_processes_see_each_other
 from hf_scratch_transformer.training.model_loading import parse_config_overrides
 
+# The slow tier (make test-slow): every test launches several training processes.
+pytestmark = pytest.mark.slow
+
 CONFIGS = REPO_ROOT / "training" / "accelerate_configs"
 
 # The installed command, as `python -m` and `accelerate launch -m` run it.

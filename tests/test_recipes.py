@@ -13,13 +13,18 @@ from safetensors.torch import load_file
 from test_hub import PUSH_SCRIPT, TOKEN, hub_env, run, run_python
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-pytestmark = pytest.mark.skipif(not (SHARED_DATA / "multi30k").is_dir(), reason="needs ../shared/data/multi30k")
+# The slow tier (make test-slow): each test runs a quality recipe from end to end, on the real data.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (SHARED_DATA / "multi30k").is_dir(), reason="needs ../shared/data/multi30k"),
+]
 
 # A child process (HF_ENDPOINT is read at import) pulls a repo with a loader and saves the weights it got.
 PULL = """
 import json, sys
 import hf_scratch_transformer, peft, transformers  # the package installed: its Auto classes, no remote code
 from safetensors.torch import save_file
+
 loader = getattr(transformers, sys.argv[2], None) or getattr(peft, sys.argv[2])
 model = loader.from_pretrained(sys.argv[1])
 save_file({name: tensor.clone() for name, tensor in model.state_dict().items()}, sys.argv[3])

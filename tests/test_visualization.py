@@ -213,6 +213,7 @@ def source_words(tokenizer, source: str) -> list[str | None]:
     return [next((word for start, end, word in words if start <= last < end), None) for last in last_characters]
 
 
+@pytest.mark.slow  # the demo's 500-step training, shared with the other slow tests
 def test_the_demo_models_map_shows_german_pieces_looking_at_the_english_words_they_translate(demo_run):
     """In each row of the picture (the last layer's heads averaged) whose German piece holds number words, the source
     token with the most weight belongs to one of the English words that piece translates: "zwei" of

@@ -83,6 +83,7 @@ def installed_packages(python: Path) -> set[str]:
     return {package["name"].lower() for package in json.loads(listed.stdout)}
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_the_package_and_no_top_level_training(fresh):
     import zipfile
 
@@ -95,6 +96,7 @@ def test_the_wheel_holds_the_package_and_no_top_level_training(fresh):
         assert f"hf_scratch_transformer/{needed}" in names, needed
 
 
+@pytest.mark.slow
 def test_the_base_install_runs_the_model_without_the_training_libraries(fresh):
     assert not TRAINING_LIBRARIES & installed_packages(fresh["python"])
     result = run([fresh["python"], "-c", ROUND_TRIP], fresh["work"])
@@ -110,6 +112,7 @@ def test_the_base_install_runs_the_model_without_the_training_libraries(fresh):
     assert remote["tokens"] == report["tokens"]
 
 
+@pytest.mark.slow
 def test_the_command_names_the_extra_it_needs_then_answers_help_with_it(fresh):
     command = fresh["bin"] / "hf-scratch-transformer"
     listed = run([command, "--help"], fresh["work"])
