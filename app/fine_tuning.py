@@ -5,7 +5,7 @@ Each run belongs to the visitor who started it (`owner`, the page's session): on
 At most `max_runs` runs go at once, one a visitor (the machine's cores are shared); a start beyond that is refused
 with a message (`RunRefused`). Finished runs beyond the newest `keep_runs`, or older than `max_age_s`, are deleted.
 The runs start with no Hub token in their environment: a Hub model they start from was downloaded anonymously by
-the app (`fetch_hub_model`). A run's folder, under the app's runs folder, holds everything the run makes:
+the app (model_access.py). A run's folder, under the app's runs folder, holds everything the run makes:
 
     upload/<the file as uploaded>   the user's file, unchanged
     data/train.jsonl, data/validation.jsonl   the chosen columns, with a tenth of the rows held out
@@ -92,8 +92,14 @@ def read_table(path: str | Path, max_bytes: int) -> pd.DataFrame:
     if table.empty:
         raise DataError(f"{path.name} has no rows.")
     if len(table.columns) > MAX_COLUMNS:
-        raise DataError(f"{path.name} has {len(table.columns)} columns; the app reads at most {MAX_COLUMNS}.")
+        raise too_wide(path)
     return table.fillna("").astype(str)
+
+
+def too_wide(path: Path) -> DataError:
+    """Checked before parsing where the file's shape allows (a CSV's header, each JSON row's fields), and on the
+    table in the end (nested JSON objects become columns of their own)."""
+    return DataError(f"{path.name} has more than {MAX_COLUMNS} columns; the app reads at most {MAX_COLUMNS}.")
 
 
 def check_csv_width(path: Path) -> None:
@@ -102,7 +108,7 @@ def check_csv_width(path: Path) -> None:
         header = file.readline(1_000_000)
     fields = next(csv.reader([header]), [])
     if len(fields) > MAX_COLUMNS:
-        raise DataError(f"{path.name} has more than {MAX_COLUMNS} columns; the app reads at most {MAX_COLUMNS}.")
+        raise too_wide(path)
 
 
 def json_records(path: Path) -> list[dict]:
@@ -121,9 +127,7 @@ def json_records(path: Path) -> list[dict]:
     if not all(isinstance(record, dict) for record in records):
         raise ValueError('each row must be an object such as {"text": ..., "label": ...}')
     if any(len(record) > MAX_COLUMNS for record in records):
-        raise DataError(
-            f"{path.name} has rows of more than {MAX_COLUMNS} fields; the app reads at most {MAX_COLUMNS}."
-        )
+        raise too_wide(path)
     return records
 
 

@@ -13,7 +13,7 @@ of the server.
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import HfApi, snapshot_download
@@ -39,6 +39,7 @@ class ModelAccess:
     listed: dict[str, Path]  # name -> folder, the owner's choice at launch
     hub_cache: Path  # where Hub models are downloaded
     max_hub_bytes: int
+    fetched: dict[str, Path] = field(default_factory=dict)  # Hub id -> its checked download, for the app's lifetime
 
     def resolve(self, name: str, own_runs: dict[str, Path]) -> tuple[Path, str | None]:
         """The folder that holds the model `name`, and its Hub id when it came from the Hub. Raises ModelRefused."""
@@ -65,7 +66,13 @@ class ModelAccess:
 
     def fetch(self, repo_id: str) -> Path:
         """Download a public model of this architecture, its safetensors weights and tokenizer only, without any
-        token; a private, missing or unfit repo is refused with a message."""
+        token; a private, missing or unfit repo is refused with a message. Each model is fetched and checked once:
+        every Try of it after that costs no Hub call."""
+        if repo_id not in self.fetched:
+            self.fetched[repo_id] = self.download_checked(repo_id)
+        return self.fetched[repo_id]
+
+    def download_checked(self, repo_id: str) -> Path:
         api = HfApi(token=False)
         try:
             info = api.model_info(repo_id, files_metadata=True, timeout=HUB_TIMEOUT_S)
