@@ -12,7 +12,7 @@ from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
 POSITION_EMBEDDINGS = ("sinusoidal", "learned")
-CLASSIFIER_POOLINGS = ("mean", "first", "attention")
+CLASSIFIER_POOLINGS = ("mean", "first")
 AUTO_MAP = {
     "AutoConfig": "configuration_scratch_transformer.ScratchTransformerConfig",
     "AutoModel": "modeling_scratch_transformer.ScratchTransformerModel",
@@ -53,8 +53,7 @@ class ScratchTransformerConfig(PreTrainedConfig):
             each layer's fan-in and fan-out, as the paper's reference code and `torch.nn.Transformer` do; a float
             initialises them N(0, init_std), the BART/Marian convention (0.02).
         classifier_pooling (`str`, defaults to `"mean"`): how the classifier pools the encoder states:
-            `"mean"` over non-pad tokens, the `"first"` token, or `"attention"`: a learned query weighs the
-            non-pad tokens (it starts at zero, that is, at the mean).
+            `"mean"` over non-pad tokens, or the `"first"` token.
         classifier_dropout (`float`, defaults to 0.1): dropout before the classification layer.
         pad_token_id / bos_token_id / eos_token_id (`int`, default to 0 / 1 / 2): special token ids, in the
             order that `training/train_tokenizer.py` gives them.
@@ -173,6 +172,12 @@ class ScratchTransformerConfig(PreTrainedConfig):
         if self.activation_function not in ACT2FN:
             raise ValueError(
                 f"`activation_function` {self.activation_function!r} is unknown; choose one of {sorted(ACT2FN)}."
+            )
+        if self.classifier_pooling == "attention":
+            raise ValueError(
+                "`classifier_pooling='attention'` (a learned query weighing the tokens) is no longer offered: it "
+                "measured the accuracy of mean pooling (SST-2 79.5 %, IMDB 88.6 %). Use 'mean', of equal quality, "
+                "or 'first'."
             )
         if self.classifier_pooling not in CLASSIFIER_POOLINGS:
             raise ValueError(

@@ -540,8 +540,6 @@ class ScratchTransformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, ScratchTransformerAttentionPooler):
-            init.zeros_(module.query)  # all scores equal: a new pooler starts as the mean over the tokens
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1236,29 +1234,9 @@ class ScratchTransformerEncoderModel(nn.Module):
         self.encoder = ScratchTransformerEncoder(config)
 
 
-class ScratchTransformerAttentionPooler(nn.Module):
-    """Attention pooling (`classifier_pooling="attention"`): one learned query scores every token, and the sentence
-    vector is the softmax-weighted sum of the states, padding excluded. Unlike the mean, it can weigh the few words
-    of a long review that carry its verdict.
-
-    The query starts at zero, where every score is equal and the pooling is exactly the mean: a checkpoint trained
-    with mean pooling (or a pretrained encoder) starts from what it knows."""
-
-    def __init__(self, config: ScratchTransformerConfig):
-        super().__init__()
-        self.query = nn.Parameter(torch.zeros(config.d_model))
-
-    def forward(self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
-        scores = hidden_states @ self.query  # (B, S)
-        if token_mask is not None:
-            scores = scores.masked_fill(~token_mask.bool(), torch.finfo(scores.dtype).min)
-        weights = scores.softmax(dim=-1)  # (B, S)
-        return (weights[:, :, None] * hidden_states).sum(dim=1)  # (B, E)
-
-
 class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedModel):
-    """The encoder, a pooling of its states (mean over tokens, the first token, or attention pooling), dropout and a
-    linear `classifier` (the name PEFT saves with an adapter). `AutoModelForSequenceClassification` builds this class.
+    """The encoder, a pooling of its states (the mean over the tokens, or the first token), dropout and a linear
+    `classifier` (the name PEFT saves with an adapter). `AutoModelForSequenceClassification` builds this class.
 
     The loss follows `config.problem_type`, as in `transformers`: mean squared error for one label (regression),
     cross-entropy for single-label classification, binary cross-entropy for multi-label classification.
@@ -1277,9 +1255,6 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
         self.model = ScratchTransformerEncoderModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(config.d_model, config.num_labels)
-        # Only attention pooling has weights, so the other poolings keep the keys they always had. (Registered after
-        # `classifier`: PEFT takes the first child whose name it trains as the classification layer.)
-        self.pooler = ScratchTransformerAttentionPooler(config) if config.classifier_pooling == "attention" else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -1292,11 +1267,9 @@ class ScratchTransformerForSequenceClassification(ScratchTransformerPreTrainedMo
         return self.model.encoder
 
     def pool(self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
-        """(B, S, E) -> (B, E): the mean of the non-pad states, the first state, or their attention-weighted sum."""
+        """(B, S, E) -> (B, E): the mean of the non-pad states, or the first state."""
         if self.config.classifier_pooling == "first":
             return hidden_states[:, 0]
-        if self.config.classifier_pooling == "attention":
-            return self.pooler(hidden_states, token_mask)
         if token_mask is None:
             return hidden_states.mean(dim=1)
         weights = token_mask.to(hidden_states.dtype)[:, :, None]  # (B, S, 1)

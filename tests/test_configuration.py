@@ -61,13 +61,25 @@ def test_auto_config_builds_and_round_trips(tmp_path):
         ({"activation_function": "swish-ish"}, r"`activation_function` 'swish-ish' is unknown; choose one of"),
         (
             {"classifier_pooling": "max"},
-            r"`classifier_pooling` must be one of \('mean', 'first', 'attention'\), got 'max'",
+            r"`classifier_pooling` must be one of \('mean', 'first'\), got 'max'",
         ),
     ],
 )
 def test_invalid_values_raise_a_value_error_naming_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):
         ScratchTransformerConfig(**overrides)
+
+
+def test_attention_pooling_is_refused_with_the_poolings_that_replace_it():
+    """A config (or a checkpoint's config.json) asking for the learned-query pooler, which is no longer offered, is
+    refused with the measured reason and the poolings to use instead."""
+    with pytest.raises(ValueError) as refused:
+        ScratchTransformerConfig(classifier_pooling="attention")
+    message = str(refused.value)
+    assert "`classifier_pooling='attention'`" in message and "is no longer offered" in message, message
+    assert "Use 'mean', of equal quality, or 'first'." in message, message
+    for pooling in ("mean", "first"):
+        assert ScratchTransformerConfig(classifier_pooling=pooling).classifier_pooling == pooling
 
 
 def test_odd_width_needs_learned_positions():

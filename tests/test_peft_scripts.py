@@ -16,8 +16,6 @@ from peft import AutoPeftModelForSeq2SeqLM, AutoPeftModelForSequenceClassificati
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from hf_scratch_transformer.training.model_card import make_model_card
-
 TINY_MODEL = (
     "d_model=32,encoder_layers=2,decoder_layers=2,encoder_attention_heads=4,decoder_attention_heads=4,"
     "encoder_ffn_dim=64,decoder_ffn_dim=64,normalize_before=true,dropout=0.0,label_smoothing=0.0"
@@ -177,34 +175,6 @@ def test_lora_adapts_the_token_embedding_when_named(data, tmp_path):
     assert torch.equal(
         embedding.base_layer.weight, load_file(data["base"] / "model.safetensors")["model.shared.weight"]
     )
-
-
-@pytest.mark.parametrize("method", ["lora", "prompt"])
-def test_an_adapter_trains_the_attention_pooler_with_the_head(method, data, tmp_path):
-    """With classifier_pooling=attention the pooler's query is new, like the head: PEFT would leave it frozen at
-    zero (the mean), so it trains and is saved with the adapter, and loads back with the same pooling."""
-    output = tmp_path / method
-    run_script("finetune_sentiment", "--model_name_or_path", data["base"], "--peft", method,
-        "--config_overrides", "classifier_pooling=attention", "--learning_rate", "1e-2", "--num_virtual_tokens", 4,
-        "--train_file", data["reviews"]["train"], "--output_dir", output, "--max_steps", 5,
-        "--per_device_train_batch_size", 16, *QUIET)  # fmt: skip
-    assert "pooler" in json.loads((output / "adapter_config.json").read_text())["modules_to_save"]
-    saved = load_file(output / "adapter_model.safetensors")
-    (query_name,) = [name for name in saved if name.endswith("pooler.query")]
-    assert torch.count_nonzero(saved[query_name]) > 0, "the query did not train"
-
-    model = AutoPeftModelForSequenceClassification.from_pretrained(output, classifier_pooling="attention")
-    pooler = model.get_base_model().pooler
-    assert torch.equal(pooler.modules_to_save["default"].query, saved[query_name])
-    card = make_model_card(output, "user/pooled").text  # its "How to use" passes the pooling too
-    assert '.from_pretrained("user/pooled", classifier_pooling="attention")' in card, card
-
-    # On a base loaded with another pooling the query has nowhere to go: refused, with the flag that fixes it.
-    stopped_with = script_stops_with("finetune_sentiment", "--model_name_or_path", data["base"], "--peft", method,
-        "--adapter_name_or_path", output, "--train_file", data["reviews"]["train"],
-        "--output_dir", tmp_path / "continued", "--max_steps", 1, *QUIET)  # fmt: skip
-    assert "trained an attention pooler, which this base model lacks" in stopped_with, stopped_with
-    assert "--config_overrides classifier_pooling=attention" in stopped_with
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from hf_scratch_transformer import (
     ScratchTransformerConfig,
     ScratchTransformerForConditionalGeneration,
     ScratchTransformerForSequenceClassification,
-    ScratchTransformerModel,
 )
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -530,50 +529,6 @@ def test_first_token_pooling_uses_the_first_state():
         mean_logits = mean_model.eval()(input_ids=input_ids, attention_mask=attention_mask).logits
     assert torch.allclose(logits, model.classifier(states[:, 0]), atol=1e-6)
     assert (logits - mean_logits).abs().max() > 1e-4  # first and mean pooling really differ
-
-
-def test_attention_pooling_starts_as_the_mean_and_weighs_only_real_tokens(tmp_path):
-    model = ScratchTransformerForSequenceClassification(tiny_config(num_labels=3, classifier_pooling="attention"))
-    model.eval()
-    input_ids, attention_mask, _ = random_batch(batch_size=3, source_length=9)
-    assert (attention_mask == 0).any()
-    mean_model = ScratchTransformerForSequenceClassification(tiny_config(num_labels=3, classifier_pooling="mean"))
-    assert mean_model.load_state_dict(model.state_dict(), strict=False).unexpected_keys == ["pooler.query"]
-    with torch.no_grad():
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        mean_logits = mean_model.eval()(input_ids=input_ids, attention_mask=attention_mask).logits
-    # A new pooler's query is zero: every token scores the same, and the pooling is the mean.
-    assert torch.count_nonzero(model.pooler.query) == 0
-    assert torch.allclose(logits, mean_logits, atol=1e-6)
-
-    # With a trained query, the pooled vector is softmax(states @ query) over the real tokens, times the states.
-    with torch.no_grad():
-        model.pooler.query.normal_(std=1.0)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        states = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        expected = []
-        for row in range(input_ids.shape[0]):
-            real = states[row, attention_mask[row].bool()]  # (tokens, E)
-            weights = torch.softmax(real @ model.pooler.query, dim=0)
-            expected.append(model.classifier(weights @ real))
-        changed = input_ids.clone()
-        changed[attention_mask == 0] = 5  # another token under the mask changes nothing
-        changed_logits = model(input_ids=changed, attention_mask=attention_mask).logits
-    assert torch.allclose(logits, torch.stack(expected), atol=1e-5)
-    assert torch.allclose(changed_logits, logits, atol=1e-6)
-    assert (logits - mean_logits).abs().max() > 1e-3  # the trained query moved it away from the mean
-
-    # The query is saved and loaded with the model; an encoder-decoder checkpoint gives a new (zero) query.
-    model.save_pretrained(tmp_path / "classifier")
-    reloaded, info = ScratchTransformerForSequenceClassification.from_pretrained(
-        tmp_path / "classifier", output_loading_info=True
-    )
-    assert not info["missing_keys"] and torch.equal(reloaded.pooler.query, model.pooler.query)
-    ScratchTransformerModel(tiny_config()).save_pretrained(tmp_path / "base")
-    from_base = ScratchTransformerForSequenceClassification.from_pretrained(
-        tmp_path / "base", classifier_pooling="attention"
-    )
-    assert torch.count_nonzero(from_base.pooler.query) == 0
 
 
 # ---------------------------------------------------------------------------------------------------------------

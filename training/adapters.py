@@ -60,12 +60,6 @@ def lora_modules_to_save(model, requested: str | None) -> list[str]:
     return checked_names("--lora_modules_to_save", requested, set(modules), "module", hint)
 
 
-def head_modules(model) -> list[str]:
-    """The classification head's modules that PEFT would leave frozen: it trains `classifier` by itself, but not
-    the attention pooler (`classifier_pooling="attention"`), whose new query must learn beside it."""
-    return ["pooler"] if getattr(model, "pooler", None) is not None else []
-
-
 def peft_config(model, peft_args: PeftArguments, task_type: str) -> PeftConfig:
     """The PEFT configuration of a new adapter of the kind --peft names."""
     if peft_args.peft == "lora":
@@ -75,7 +69,7 @@ def peft_config(model, peft_args: PeftArguments, task_type: str) -> PeftConfig:
             lora_alpha=peft_args.lora_alpha,
             lora_dropout=peft_args.lora_dropout,
             target_modules=lora_target_modules(model, peft_args.lora_target_modules),
-            modules_to_save=lora_modules_to_save(model, peft_args.lora_modules_to_save) + head_modules(model) or None,
+            modules_to_save=lora_modules_to_save(model, peft_args.lora_modules_to_save) or None,
         )
     if peft_args.peft == "prefix":
         # PEFT sizes the prefix from the config; name the decoder's sizes, which may differ from the encoder's.
@@ -86,11 +80,7 @@ def peft_config(model, peft_args: PeftArguments, task_type: str) -> PeftConfig:
             token_dim=model.config.d_model,
             num_attention_heads=model.config.decoder_attention_heads,
         )
-    return PromptTuningConfig(
-        task_type=task_type,
-        num_virtual_tokens=peft_args.num_virtual_tokens,
-        modules_to_save=head_modules(model) or None,
-    )
+    return PromptTuningConfig(task_type=task_type, num_virtual_tokens=peft_args.num_virtual_tokens)
 
 
 def add_adapter(model, peft_args: PeftArguments, task_type: str, training_args):
@@ -141,12 +131,6 @@ def load_adapter(base_model, adapter_dir: str, is_trainable: bool = False):
     ]
     missing = sorted(expected.keys() - found.keys())
     unexpected = sorted(found.keys() - expected.keys())
-    if any(".pooler." in name for name in unexpected):
-        raise SystemExit(
-            f"The adapter {adapter_dir} trained an attention pooler, which this base model lacks: load the base with "
-            "--config_overrides classifier_pooling=attention (in Python, AutoPeftModelForSequenceClassification"
-            ".from_pretrained(adapter_dir, classifier_pooling='attention'))."
-        )
     if mismatches or missing or unexpected:
         raise SystemExit(
             f"The adapter {adapter_dir} was trained for another base model (it names {named_base!r}); "

@@ -86,8 +86,8 @@ def check_model_type(flag: str, source: str) -> None:
 
 # Config fields that shape no weight of the checkpoint, so that it may be fine-tuned with other values (as
 # transformers' `from_pretrained(..., hidden_dropout_prob=0.2)`): a pretraining run without dropout, fine-tuned with
-# it; a pretrained encoder given a classifier that pools its first token, or through a new attention pooler, rather
-# than the mean (a classifier already trained on one pooling would have to learn the other).
+# it; a pretrained encoder given a classifier that pools its first token rather than the mean (a classifier already
+# trained on one pooling would have to learn the other).
 WEIGHTLESS_FIELDS = (
     "dropout",
     "attention_dropout",
