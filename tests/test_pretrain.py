@@ -1,5 +1,5 @@
 """`training/pretrain.py` end to end: the script runs as a program on a corpus made up here, in memory and as a
-stream, with every objective; its loss falls; its output starts both a seq2seq model and a classifier. Bad
+stream, with each objective; its loss falls; its output starts both a seq2seq model and a classifier. Bad
 settings stop it early with a message that says what to do. One run uses ../shared/data/pretrain when present.
 
 The corpus: English and German sentences from a few word lists, with numbers written out by
@@ -8,7 +8,6 @@ training/train_tokenizer.py (byte-level BPE, 400 ids, 20 sentinels). The model i
 call the script's main() in this process, once each for the module.
 """
 
-import importlib.util
 import io
 import json
 import logging
@@ -19,11 +18,10 @@ import pytest
 import torch
 from conftest import SHARED_DATA, run_script
 from safetensors.torch import load_file
-from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer, Trainer
+from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_scratch_transformer.demo_data import english_words, german_words
-from hf_scratch_transformer.training import pretrain, train_tokenizer
-from hf_scratch_transformer.training.pretrain import PRETRAINING_STATE_NAME, replace_chosen_tokens
+from hf_scratch_transformer.training import train_tokenizer
 
 CORPUS = SHARED_DATA / "pretrain" / "corpus.txt"
 TINY_MODEL = (
@@ -36,8 +34,8 @@ COMMON += ["--per_device_eval_batch_size", "32", "--max_seq_length", "64", "--co
 
 
 # 40 steps, a loss logged every 5, a checkpoint at steps 20 and 40 (the resume test starts from the first).
-REPLACED_TOKEN_DETECTION = ["--objective", "replaced_token_detection", "--max_steps", 40, "--logging_steps", 5]
-REPLACED_TOKEN_DETECTION += ["--save_strategy", "steps", "--save_steps", 20]
+MASKED_LM = ["--objective", "masked_lm", "--max_steps", 40, "--logging_steps", 5]
+MASKED_LM += ["--save_strategy", "steps", "--save_steps", 20]
 
 
 def sentences(count: int, seed: int) -> list[str]:
@@ -98,8 +96,7 @@ def runs(data, tmp_path_factory):
         + ["--max_steps", 12, "--logging_steps", 4, "--shuffle_buffer_size", 100],
         "text_infilling": [*train, *validation, "--objective", "text_infilling", "--max_steps", 8]
         + ["--logging_steps", 4],
-        "masked_lm": [*train, *validation, "--objective", "masked_lm", "--max_steps", 40, "--logging_steps", 5],
-        "replaced_token_detection": [*train, *validation, *REPLACED_TOKEN_DETECTION],
+        "masked_lm": [*train, *validation, *MASKED_LM],
     }
     if CORPUS.is_file():
         arguments["shared_corpus"] = ["--train_file", CORPUS, "--max_train_samples", 2000, "--max_steps", 30]
@@ -191,98 +188,19 @@ def test_masked_lm_trains_the_encoder_alone_and_leaves_a_checkpoint_both_heads_l
     assert probability > 10 / len(tokenizer), probability
 
 
-def test_replaced_token_detection_trains_generator_and_encoder_and_saves_only_the_model(runs):
-    output, output_dir = runs["replaced_token_detection"]
-    assert "replaced_token_detection: chunks of 63 tokens -> inputs of <= 64" in output
-    logs = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
-    parts = [(log["generator_loss"], log["detection_loss"]) for log in logs if "loss" in log]
-    assert len(parts) == 8, logs  # 40 steps, logged every 5, each with the two losses apart
-    for (generator, detection), total in zip(parts, losses(output_dir), strict=True):
-        assert total == pytest.approx(generator + 50 * detection, rel=1e-3)  # the default detection weight
-    assert parts[-1][0] < parts[0][0] - 0.5, parts  # the generator learns to fill the masks
-
-    # The saved model is the encoder-decoder alone (what the Auto classes load, nothing missing, nothing more); the
-    # generator and the detection head are kept beside it, for a resumed run.
-    seq2seq, info = AutoModelForSeq2SeqLM.from_pretrained(output_dir, output_loading_info=True)
-    assert not any(info.values()), info
-    assert not [
-        name for name in load_file(output_dir / "model.safetensors") if "generator" in name or "detector" in name
-    ]
-    state = load_file(output_dir / PRETRAINING_STATE_NAME)
-    assert {name.split(".")[0] for name in state} == {"model", "generator", "detector"}
-    encoder = seq2seq.get_encoder().state_dict()
-    for name, weight in encoder.items():  # the pretraining state holds the same encoder (its embedding once only)
-        if not name.startswith("embed_tokens"):
-            assert torch.equal(weight, state[f"model.model.encoder.{name}"]), name
-    classifier = AutoModelForSequenceClassification.from_pretrained(output_dir, num_labels=2)
-    assert torch.equal(
-        classifier.get_encoder().layers[1].self_attn.q_proj.weight, encoder["layers.1.self_attn.q_proj.weight"]
-    )
-
-    # The encoder trained (the decoder's own weights did not, as with masked LM).
-    results = json.loads((output_dir / "all_results.json").read_text())
-    shared = seq2seq.get_input_embeddings().weight
-    decoder_own = sum(p.numel() for p in seq2seq.get_decoder().parameters() if p is not shared)
-    assert results["total_params"] - results["trainable_params"] == decoder_own, results
-    assert results["eval_loss"] < losses(output_dir)[0], results
-
-
-def test_replaced_token_detection_resumes_to_the_weights_of_an_uninterrupted_run(runs, data, tmp_path):
-    """Killed after step 20 and resumed, a run ends where the uninterrupted one did: the generator and the head are
-    restored with the model, and each chunk is masked as a function of (seed, epoch, chunk), not of torch's RNG,
-    which the data loader's lookahead has moved on when a checkpoint saves it."""
-    _, uninterrupted = runs["replaced_token_detection"]
+def test_masked_lm_resumes_to_the_weights_of_an_uninterrupted_run(runs, data, tmp_path):
+    """Killed after step 20 and resumed, a run ends where the uninterrupted one did: each chunk is masked as a
+    function of (seed, epoch, chunk), not of torch's RNG, which the data loader's lookahead has moved on when a
+    checkpoint saves it."""
+    _, uninterrupted = runs["masked_lm"]
     shutil.copytree(uninterrupted / "checkpoint-20", tmp_path / "checkpoint-20")
     train = ["--train_file", data / "train.txt", "--validation_file", data / "validation.txt"]
     run_logged("--tokenizer_name", data / "tokenizer", "--output_dir", tmp_path, *COMMON, *train,
-               *REPLACED_TOKEN_DETECTION, "--resume_from_checkpoint", "true")  # fmt: skip
-    for name in ("model.safetensors", PRETRAINING_STATE_NAME):
-        resumed, reference = load_file(tmp_path / name), load_file(uninterrupted / name)
-        assert resumed.keys() == reference.keys()
-        difference = max((resumed[key] - reference[key]).abs().max().item() for key in reference)
-        assert difference < 1e-6, (name, difference)
-
-
-def test_replaced_token_detection_learns_to_spot_random_tokens(data, tmp_path, monkeypatch):
-    """The detection's plumbing (which tokens are labelled replaced, which states the head reads): with uniformly
-    random replacements, which a small encoder spots easily, the detection loss falls far below the base rate's
-    (about 0.42 for 15 % replaced), as it did not with the generator's samples in the real run (QUALITY.md)."""
-
-    def uniform_replacements(original, chosen, generator_logits):
-        corrupted = original.clone()
-        corrupted[chosen] = torch.randint(50, generator_logits.shape[1], (int(chosen.sum()),))
-        return corrupted, corrupted != original
-
-    monkeypatch.setattr(pretrain, "replace_chosen_tokens", uniform_replacements)
-    arguments = ["--train_file", data / "train.txt", "--objective", "replaced_token_detection", "--max_steps", 100]
-    arguments += ["--logging_steps", 25]
-    run_logged("--tokenizer_name", data / "tokenizer", "--output_dir", tmp_path, *COMMON, *arguments)
-    logs = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
-    detection = [log["detection_loss"] for log in logs if "detection_loss" in log]
-    assert detection[-1] < 0.25, detection
-
-
-def test_replace_chosen_tokens_samples_only_the_chosen_positions():
-    original = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
-    chosen = torch.tensor([[False, True, False, True], [True, False, False, False]])
-    # The generator is sure of token 3 at the first two chosen positions and of the original (9) at the third.
-    logits = torch.full((3, 16), -1e4)
-    logits[0, 3] = logits[1, 3] = logits[2, 9] = 0.0
-    corrupted, replaced = replace_chosen_tokens(original, chosen, logits)
-    assert corrupted.tolist() == [[5, 3, 7, 3], [9, 10, 11, 12]]
-    # A sample that is the original token is not a replacement.
-    assert replaced.tolist() == [[False, True, False, True], [False, False, False, False]]
-    assert original.tolist() == [[5, 6, 7, 8], [9, 10, 11, 12]]  # left as it was
-
-
-def test_a_transformers_without_the_methods_replaced_token_detection_overrides_cannot_import_it(monkeypatch):
-    # As if a release renamed Trainer._load_from_checkpoint: a resumed run would silently skip the generator.
-    monkeypatch.delattr(Trainer, "_load_from_checkpoint")
-    spec = importlib.util.spec_from_file_location("hf_scratch_transformer.training.pretrain_again", pretrain.__file__)
-    with pytest.raises(
-        ImportError, match=r"Trainer has no \['_load_from_checkpoint'\].*ReplacedTokenDetectionTrainer"
-    ):
-        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+               *MASKED_LM, "--resume_from_checkpoint", "true")  # fmt: skip
+    resumed, reference = load_file(tmp_path / "model.safetensors"), load_file(uninterrupted / "model.safetensors")
+    assert resumed.keys() == reference.keys()
+    difference = max((resumed[key] - reference[key]).abs().max().item() for key in reference)
+    assert difference < 1e-6, difference
 
 
 @pytest.mark.skipif(not CORPUS.is_file(), reason=f"{CORPUS} is absent")

@@ -1,7 +1,6 @@
 """Pretrain the scratch Transformer on raw text with a denoising objective, with `Trainer`: T5 span corruption
 (the default) or BART text infilling, which train the encoder and the decoder, or BERT's masked language modelling
-(`--objective masked_lm`) or ELECTRA's replaced-token detection (`--objective replaced_token_detection`), which
-train the encoder alone: what a classifier (`finetune_sentiment.py`) reads.
+(`--objective masked_lm`), which trains the encoder alone: what a classifier (`finetune_sentiment.py`) reads.
 
     hf-scratch-transformer pretrain \
         --tokenizer_name tokenizer/ --train_file ../shared/data/pretrain/corpus.txt \
@@ -31,20 +30,12 @@ the chosen tokens from the encoder's states. The decoder is frozen and gets a on
 still a whole encoder-decoder that `AutoModelForSeq2SeqLM` and `AutoModelForSequenceClassification` both load, but
 its decoder (apart from the shared embeddings) is as initialised.
 
-Replaced-token detection (ELECTRA, Clark et al., 2020): the same masked chunk goes to a small generator (a masked
-LM of `--generator_layers` layers sharing the model's embeddings), which fills each chosen position with a token it
-samples; the model's encoder reads the result and a small head says, of every token, whether it was replaced. A
-loss on every token rather than on the chosen 15-40 %: ELECTRA's gain is largest at small compute. The saved
-model is the encoder-decoder, as with masked LM (its decoder as initialised); the generator and the head are left
-out of it, kept only in `replaced_token_detection.safetensors` beside it, which a resumed run reads.
-
 A new model is built from `--config_name` / `--config_overrides` (sized to the tokenizer), or training continues
 from `--model_name_or_path`. The output folder holds the model, tokenizer, generation config, `all_results.json`
 and `loss_curve.json` (`[{"step": ..., "loss": ...}, ...]`, the logged training loss); `finetune_sentiment.py`
 (the encoder) and the translation script start from it with `--model_name_or_path`.
 """
 
-import copy
 import dataclasses
 import json
 import logging
@@ -54,10 +45,8 @@ from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
-import safetensors.torch
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import AutoModelForSeq2SeqLM, TrainerCallback, TrainingArguments, set_seed
 
 from hf_scratch_transformer.data_collators import (
@@ -66,10 +55,9 @@ from hf_scratch_transformer.data_collators import (
     DataCollatorForTextInfilling,
     compute_input_and_target_lengths,
 )
-from hf_scratch_transformer.modeling_scratch_transformer import ScratchTransformerEncoder
 
 from .arguments import DataArguments, ModelArguments, OutputDirArguments, parse_arguments
-from .atomic_checkpoints import AtomicTrainer, require_trainer_methods
+from .atomic_checkpoints import AtomicTrainer
 from .data import column_names, load_raw_datasets, require_columns
 from .launch import start_run
 from .model_loading import check_lengths_fit_learned_positions, load_model, load_tokenizer
@@ -78,18 +66,15 @@ from .push_to_hub import push_trainer_run
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVES = ("span_corruption", "text_infilling", "masked_lm", "replaced_token_detection")
+OBJECTIVES = ("span_corruption", "text_infilling", "masked_lm")
 # (noise_density, mean_noise_span_length) of each objective's paper: T5 (Raffel et al., 2020), BART (Lewis et al.,
 # 2020), whose span lengths are Poisson(3) and which masks 30% of the tokens, BERT (Devlin et al., 2019), which
-# predicts 15% of the tokens, each on its own (its span length is not used), and ELECTRA, which masks 15% too.
+# predicts 15% of the tokens, each on its own (its span length is not used).
 DEFAULT_NOISE = {
     "span_corruption": (0.15, 3.0),
     "text_infilling": (0.3, 3.0),
     "masked_lm": (0.15, 1.0),
-    "replaced_token_detection": (0.15, 1.0),
 }
-# Replaced-token detection keeps its generator and detection head here, beside the saved model (see the docstring).
-PRETRAINING_STATE_NAME = "replaced_token_detection.safetensors"
 PACKING_BATCH_SIZE = 1000  # texts joined at once; one partial chunk per this many texts is dropped
 
 
@@ -98,8 +83,7 @@ class PretrainArguments:
     objective: str = field(
         default="span_corruption",
         metadata={
-            "help": "T5 span corruption or BART text infilling (encoder and decoder); BERT masked LM or ELECTRA "
-            "replaced-token detection (the encoder).",
+            "help": "T5 span corruption or BART text infilling (encoder and decoder); BERT masked LM (the encoder).",
             "choices": OBJECTIVES,
         },
     )
@@ -113,17 +97,6 @@ class PretrainArguments:
     )
     mean_noise_span_length: float | None = field(
         default=None, metadata={"help": "Mean corrupted span length (the Poisson mean for infilling); 3."}
-    )
-    generator_layers: int = field(
-        default=1,
-        metadata={
-            "help": "Replaced-token detection: layers of the generator, which has the model's width and embeddings. "
-            "ELECTRA's generators worked best at 1/4 to 1/2 of the model's size."
-        },
-    )
-    detection_loss_weight: float = field(
-        default=50.0,
-        metadata={"help": "Replaced-token detection: loss = generator's masked-LM loss + this x detection loss (50)."},
     )
     streaming: bool = field(default=False, metadata={"help": "Read the training text as a stream; needs --max_steps."})
     shuffle_buffer_size: int = field(
@@ -164,7 +137,7 @@ def main() -> None:
                 tokenizer, model=model, mask_ratio=density, poisson_lambda=span_length
             )
             chunk_length, target_length = max_length - 1, max_length  # room for </s>; masking only shortens
-        else:  # masked LM and replaced-token detection mask the same way
+        else:  # masked LM
             collator = DataCollatorForMaskedLM(tokenizer, mlm_probability=density)
             chunk_length, target_length = max_length - 1, 1  # room for </s>; the decoder reads one token
             freeze_decoder(model)
@@ -232,14 +205,9 @@ def main() -> None:
     # 3. Train, evaluate, save.
     training_args.remove_unused_columns = False  # the chunks hold only what the model takes; a stream names nothing
     training_args.prediction_loss_only = True  # pretraining is judged by its loss: evaluation keeps no logits
-    trained, trainer_class = model, AtomicTrainer
-    if pretrain_args.objective == "masked_lm":
-        trainer_class = EncoderMaskedLMTrainer
-    elif pretrain_args.objective == "replaced_token_detection":
-        trained = ReplacedTokenDetection(model, pretrain_args.generator_layers, pretrain_args.detection_loss_weight)
-        trainer_class = ReplacedTokenDetectionTrainer
+    trainer_class = EncoderMaskedLMTrainer if pretrain_args.objective == "masked_lm" else AtomicTrainer
     trainer = trainer_class(
-        model=trained,
+        model=model,
         args=training_args,
         train_dataset=train,
         eval_dataset=validation,
@@ -284,7 +252,7 @@ class CollatorEpoch(TrainerCallback):
 
 
 def freeze_decoder(model) -> None:
-    """Masked LM and replaced-token detection train the encoder alone: the decoder's own weights get no gradient
+    """Masked LM trains the encoder alone: the decoder's own weights get no gradient
     (the shared embedding matrix, which the encoder and the LM head use too, still trains). DDP needs this: a
     trainable weight that gets no gradient would stop it."""
     shared = model.get_input_embeddings().weight
@@ -315,103 +283,6 @@ class EncoderMaskedLMTrainer(AtomicTrainer):
         loss = F.cross_entropy(logits.float(), labels[chosen], reduction="sum")
         loss = loss / (num_items_in_batch if num_items_in_batch is not None else chosen.sum().clamp(min=1))
         return (loss, outputs) if return_outputs else loss
-
-
-class ReplacedTokenDetection(nn.Module):
-    """ELECTRA's pretraining around `model`, whose encoder is the discriminator.
-
-    The generator is the model's encoder class with `generator_layers` layers at the model's width, reading and
-    predicting through the model's shared embedding matrix (ELECTRA ties them too), so it adds only its layers. It
-    predicts the chosen tokens of the masked chunk; a token sampled from its prediction replaces each of them in
-    the original chunk; the model's encoder reads that, and `detector` (ELECTRA's head: dense, GELU, one logit) says
-    of every token whether it was replaced. Both train at once:
-    loss = generator's masked-LM loss + detection_loss_weight x detection loss (a binary cross-entropy over every
-    token, whose scale is far smaller, hence ELECTRA's weight of 50). No gradient crosses the sampling."""
-
-    def __init__(self, model: nn.Module, generator_layers: int, detection_loss_weight: float):
-        super().__init__()
-        self.model = model
-        generator_config = copy.deepcopy(model.config)
-        generator_config.encoder_layers = generator_layers
-        self.generator = ScratchTransformerEncoder(generator_config)
-        self.generator.embed_tokens = model.get_input_embeddings()
-        width = model.config.d_model
-        self.detector = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1))
-        self.detection_loss_weight = detection_loss_weight
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> dict:
-        chosen = labels != -100  # (B, S): the positions the collator picked; labels hold their original tokens
-        generated = self.generator(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, S, E)
-        generator_logits = self.model.get_output_embeddings()(generated[chosen])  # (N, V): the N chosen positions
-        generator_loss = F.cross_entropy(generator_logits.float(), labels[chosen])
-
-        original = torch.where(chosen, labels, input_ids)  # (B, S): the chunk before masking
-        corrupted, replaced = replace_chosen_tokens(original, chosen, generator_logits)
-        states = self.model.get_encoder()(input_ids=corrupted, attention_mask=attention_mask).last_hidden_state
-        detection_logits = self.detector(states).squeeze(-1)  # (B, S)
-        tokens = attention_mask.bool()
-        detection_loss = F.binary_cross_entropy_with_logits(detection_logits[tokens].float(), replaced[tokens].float())
-        return {
-            "loss": generator_loss + self.detection_loss_weight * detection_loss,
-            "generator_loss": generator_loss.detach(),
-            "detection_loss": detection_loss.detach(),
-        }
-
-
-def replace_chosen_tokens(
-    original: torch.Tensor, chosen: torch.Tensor, generator_logits: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`original` (B, S) with a token sampled from `generator_logits` (N, V: one row per chosen position, in
-    `chosen`'s order) at each chosen position, and where the result differs from the original (B, S): a sample
-    that happens to be the original token counts as not replaced, as in ELECTRA."""
-    sampled = torch.multinomial(generator_logits.detach().float().softmax(dim=-1), 1).squeeze(-1)  # (N,)
-    corrupted = original.clone()
-    corrupted[chosen] = sampled
-    return corrupted, corrupted != original
-
-
-require_trainer_methods(
-    ("_save", "_load_from_checkpoint"),
-    "by ReplacedTokenDetectionTrainer to save and resume the whole pretraining module",
-)
-
-
-class ReplacedTokenDetectionTrainer(AtomicTrainer):
-    """`Trainer` of `ReplacedTokenDetection`. A save writes the model being pretrained with `save_pretrained` (what
-    the Auto classes load) and, beside it, the whole pretraining module, generator and detector included, which a
-    resumed run reads back. The training log shows the two losses apart (this process's means since the last log)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.loss_parts = []  # (generator loss, detection loss) of each training batch since the last log
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True)
-        if model.training:
-            self.loss_parts.append(torch.stack([outputs["generator_loss"], outputs["detection_loss"]]))
-        return (loss, outputs) if return_outputs else loss
-
-    def log(self, logs: dict, start_time: float | None = None) -> None:
-        if "loss" in logs and self.loss_parts:  # a training log
-            generator_loss, detection_loss = torch.stack(self.loss_parts).mean(dim=0).tolist()
-            logs = {**logs, "generator_loss": round(generator_loss, 4), "detection_loss": round(detection_loss, 4)}
-            self.loss_parts = []
-        super().log(logs, start_time)
-
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if not self.args.should_save:
-            return
-        os.makedirs(output_dir, exist_ok=True)
-        pretraining = self.accelerator.unwrap_model(self.model)
-        pretraining.model.save_pretrained(output_dir)
-        safetensors.torch.save_model(pretraining, os.path.join(output_dir, PRETRAINING_STATE_NAME))
-        if self.processing_class is not None:
-            self.processing_class.save_pretrained(output_dir)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        path = os.path.join(resume_from_checkpoint, PRETRAINING_STATE_NAME)
-        safetensors.torch.load_model(model if model is not None else self.model, path)
 
 
 if __name__ == "__main__":

@@ -4,19 +4,10 @@
 #
 #   bash training/recipes/pretrain_reviews.sh          # -> runs/recipes/pretrain_reviews/model
 #
-# Expected (benchmarks/QUALITY.md, 2026-11-29, run 5): masked-LM loss 5.07 on the held-out reviews with 40 % of the
-# tokens masked (training 4.97 at the end), about 99 minutes of pretraining on an idle 2-core machine (2.4 s a step;
-# about 2 hours on 2026-11-28's slower one), 25 s for the text and tokenizer. It predicts a masked token 1.99 nats
-# better than its frequency in the text, and 3.39 better than with each chunk's words shuffled: it reads word order
-# (benchmarks/masked_lm_probe.py). IMDB from it: 87.75 % over sentiment.sh's 1.7 epochs (a new model: 86.49 %; over
-# one epoch 85.9 % and 79.9 %); SST-2 79.1 % (a new model: 79.7 %; no gain). STEPS=1250 (run 4, the default until
-# 2026-11-29, 53 minutes): held-out loss 5.86, 0.86 and 1.36 nats in the probe, IMDB 83.8 % (one epoch), SST-2 79.8 %.
-# Before the tokenizer rejoined SST-2's treebank tokens (run 3, 1,250 steps): SST-2 77.9 % (a new model 78.6 %),
-# IMDB 85.4 % (a new model 77.8 %). LENGTH=256 BATCH=32 (the same tokens a step, 80 minutes for 1,250 steps): 0.34
-# nats over the frequencies and barely any word order, SST-2 78.1 %, IMDB 84.9 %.
-# OBJECTIVE=replaced_token_detection NOISE=0.15 STEPS=1100 LENGTH=256 BATCH=32 (ELECTRA, the same wall time): its
-# detector learned nothing at this budget (detection loss at the base rate's 0.396), SST-2 73.9 % (fine-tuned at lr
-# 1e-4).
+# Expected (docs/results.md): masked-LM loss 5.07 on the held-out reviews with 40 % of the tokens masked (4.97 in
+# training at the end), about 99 minutes of pretraining on an idle 2-core machine (2.4 s a step) and 25 s for the
+# text and tokenizer. Fine-tuned from it by sentiment.sh: IMDB 87.75 % (a new model: 86.49 %), SST-2 79.1 % (a new
+# model: 79.7 %).
 #
 # Steps: (1) the pretraining text, one review or sentence a row: IMDB's 50,000 unlabelled reviews, the text (not the
 # labels) of its 22,527 training reviews, and pretrain/corpus.txt (Multi30k and SST-2 sentences); the first 500
@@ -25,7 +16,7 @@
 # `good .` -> `good.`): SST-2 is lower-cased and split, IMDB is not; one vocabulary reads both alike; (3) masked-LM
 # pretraining of a d_model-256, 4-layer encoder (the decoder is frozen, see training/pretrain.py) on chunks of 128
 # tokens, 64 a step (on chunks of 256 it had barely begun on word order after as many tokens: attention finds its
-# neighbours later in longer chunks, benchmarks/word_order_toy.py), 40 % of them masked (BERT's 15 % gives a third of
+# neighbours later in longer chunks), 40 % of them masked (BERT's 15 % gives a third of
 # the signal a step: it measured 74.9 % on SST-2, no gain), without dropout (less than one epoch: nothing to
 # regularise; fine-tuning puts 0.1 back).
 # Every size can be set from the environment; the CI test runs this script at a tiny size.
@@ -35,8 +26,8 @@ DATA=${DATA:-../shared/data}
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/recipes/pretrain_reviews}
 STEPS=${STEPS:-2500}            # 2500 x 64 x 128 = 20M tokens, about 0.9 of the text; ~2.4 s a step here
-OBJECTIVE=${OBJECTIVE:-masked_lm}  # or replaced_token_detection (ELECTRA; a 1-layer generator)
-NOISE=${NOISE:-0.4}             # the fraction of tokens masked (BERT and ELECTRA: 0.15)
+OBJECTIVE=${OBJECTIVE:-masked_lm}  # or span_corruption / text_infilling (these train the decoder too)
+NOISE=${NOISE:-0.4}             # the fraction of tokens masked (BERT: 0.15)
 VOCAB=${VOCAB:-16000}
 MODEL=${MODEL:-d_model=256,encoder_layers=4,decoder_layers=4,encoder_attention_heads=4,decoder_attention_heads=4,encoder_ffn_dim=1024,decoder_ffn_dim=1024}
 LENGTH=${LENGTH:-128}           # tokens a chunk (IMDB reviews average about 300; sentiment.sh reads 256 of them)
