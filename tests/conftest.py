@@ -4,6 +4,7 @@ import importlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +150,23 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
     return str(path)
 
 
+# The documentation's Python snippets: tests/test_readme.py runs them, tests/test_demo.py those that use the model
+# `make demo` leaves in DEMO_MODEL. Snippets that load HUB_REPO from the Hub are not run: tests/test_hub.py does the
+# same against its test Hub.
+DEMO_MODEL = "runs/demo/model"
+HUB_REPO = '"your-name/'
+
+
+def documentation_pages() -> list[Path]:
+    """README.md, then the pages of docs/ by name: the order in which their snippets run."""
+    return [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+
+
+def python_snippets(page: Path) -> list[str]:
+    """The ```python blocks of a Markdown page, in order."""
+    return re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """`training/demo.py` shortened to 500 steps and 40 test numbers, run once for the session: tests/test_demo.py
@@ -172,3 +190,14 @@ def demo_run(tmp_path_factory):
             outputs.write_text(json.dumps({"stdout": completed.stdout, "stderr": completed.stderr}))
     printed = json.loads(outputs.read_text())
     return SimpleNamespace(folder=folder, model=folder / "model", stdout=printed["stdout"], stderr=printed["stderr"])
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """A Hub on 127.0.0.1 (`hub_server.py`) for one test module. A route it lacks fails the module at the end."""
+    from hub_server import TOKEN, HubServer
+
+    server = HubServer(tmp_path_factory.mktemp("hub_storage"), token=TOKEN).start()
+    yield server
+    server.stop()
+    assert server.unknown_requests == [], f"clients called routes hub_server lacks: {server.unknown_requests}"

@@ -23,7 +23,10 @@ import json
 import logging
 import os
 import re
+import subprocess
+import sys
 import tempfile
+import textwrap
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -565,3 +568,49 @@ class HubServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+# What the tests that use the server share: its token, and child processes that talk to it. Every Hub call runs in
+# a child: the HF libraries read HF_ENDPOINT, HF_HOME and the token when they are imported.
+TOKEN = "hf_dummy_token_for_the_test_hub"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def hub_env(server: HubServer, home: Path, token: str | None = TOKEN) -> dict:
+    """The environment of a child process that talks to `server`, with its own empty cache in `home`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "TRANSFORMERS_"))}
+    env.update(
+        HF_ENDPOINT=server.url,
+        HF_HOME=str(home),
+        HF_HUB_DISABLE_XET="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        OMP_NUM_THREADS="1",
+    )
+    if token is not None:
+        env["HF_TOKEN"] = token
+    return env
+
+
+def run(
+    arguments: list, env: dict, check: bool = True, cwd: Path = REPO_ROOT, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """`python <arguments>` in a child with `env`; with `check`, a failure shows the end of its stderr."""
+    completed = subprocess.run(
+        [sys.executable, *map(str, arguments)], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+    if check:
+        assert completed.returncode == 0, completed.stderr[-4000:]
+    return completed
+
+
+def run_python(code: str, env: dict, *arguments, cwd: Path = REPO_ROOT) -> dict:
+    """Run `code` in a child; it prints one JSON line last, returned."""
+    completed = run(["-c", textwrap.dedent(code), *arguments], env, cwd=cwd)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def files_at_head(server: HubServer, repo_id: str, repo_type: str = "model") -> set[str]:
+    repo = server.store.load(repo_type, repo_id)
+    return set(repo["commits"][repo["branches"]["main"]]["files"])

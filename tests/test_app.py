@@ -22,8 +22,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import REPO_ROOT, toy_reviews, word_level_tokenizer, write_jsonl
 from gradio_client import Client, handle_file
-from hub_server import HubServer
-from test_hub import TOKEN, files_at_head, hub_env
+from hub_server import TOKEN, files_at_head, hub_env
 
 from hf_scratch_transformer.demo_data import make_demo_splits
 
@@ -38,14 +37,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    server = HubServer(tmp_path_factory.mktemp("hub_storage"), token=TOKEN).start()
-    yield server
-    server.stop()
-    assert server.unknown_requests == [], f"clients called routes hub_server lacks: {server.unknown_requests}"
 
 
 @pytest.fixture(scope="module")

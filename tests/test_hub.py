@@ -11,11 +11,8 @@ empty cache.
 
 import hashlib
 import json
-import os
 import shutil
 import socket
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -23,13 +20,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO_ROOT, command, toy_reviews, word_level_tokenizer, write_jsonl
-from hub_server import HubServer
+from conftest import command, toy_reviews, word_level_tokenizer, write_jsonl
+from hub_server import TOKEN, HubServer, files_at_head, hub_env, run, run_python
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
-TOKEN = "hf_dummy_token_for_the_test_hub"
 PUSH_SCRIPT = command("push-to-hub")
 TINY_MODEL = (
     "d_model=16,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2,"
@@ -37,45 +33,6 @@ TINY_MODEL = (
 )
 QUIET = ["--use_cpu", "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--seed", "0"]
 SOURCES = ["the movie was good", "a plot really dull", "the acting was quite lovely"]
-
-
-def hub_env(server: HubServer, home: Path, token: str | None = TOKEN) -> dict:
-    """The environment of a child process that talks to `server`, with its own empty cache in `home`."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "TRANSFORMERS_"))}
-    env.update(
-        HF_ENDPOINT=server.url,
-        HF_HOME=str(home),
-        HF_HUB_DISABLE_XET="1",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        NO_PROXY="127.0.0.1,localhost",
-        no_proxy="127.0.0.1,localhost",
-        OMP_NUM_THREADS="1",
-    )
-    if token is not None:
-        env["HF_TOKEN"] = token
-    return env
-
-
-def run(
-    arguments: list, env: dict, check: bool = True, cwd: Path = REPO_ROOT, timeout: int = 300
-) -> subprocess.CompletedProcess:
-    completed = subprocess.run(
-        [sys.executable, *map(str, arguments)], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-    if check:
-        assert completed.returncode == 0, completed.stderr[-4000:]
-    return completed
-
-
-def run_python(code: str, env: dict, *arguments, cwd: Path = REPO_ROOT) -> dict:
-    """Run `code` in a child; it prints one JSON line last, returned."""
-    completed = run(["-c", textwrap.dedent(code), *arguments], env, cwd=cwd)
-    return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-def files_at_head(server: HubServer, repo_id: str, repo_type: str = "model") -> set[str]:
-    repo = server.store.load(repo_type, repo_id)
-    return set(repo["commits"][repo["branches"]["main"]]["files"])
 
 
 def folder_digest(folder: Path) -> dict:
@@ -86,14 +43,6 @@ def greedy_ids(model, tokenizer) -> list:
     batch = tokenizer(SOURCES, return_tensors="pt", padding=True)
     with torch.no_grad():
         return model.eval().generate(**batch, num_beams=1, do_sample=False, max_new_tokens=8).tolist()
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    server = HubServer(tmp_path_factory.mktemp("hub_storage"), token=TOKEN).start()
-    yield server
-    server.stop()
-    assert server.unknown_requests == [], f"clients called routes hub_server lacks: {server.unknown_requests}"
 
 
 @pytest.fixture(scope="module")

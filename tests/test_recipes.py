@@ -7,10 +7,9 @@ import subprocess
 
 import pytest
 import torch
-from conftest import REPO_ROOT, SHARED_DATA
-from hub_server import HubServer
+from conftest import REPO_ROOT, SHARED_DATA, command
+from hub_server import hub_env, run, run_python
 from safetensors.torch import load_file
-from test_hub import PUSH_SCRIPT, TOKEN, hub_env, run, run_python
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 # The slow tier (make test-slow): each test runs a quality recipe from end to end, on the real data.
@@ -32,18 +31,11 @@ print(json.dumps({"class": type(model).__name__}))
 """
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    server = HubServer(tmp_path_factory.mktemp("hub_storage"), token=TOKEN).start()
-    yield server
-    server.stop()
-
-
 def push_and_pull_back(hub, run_dir, repo_id: str, loader: str, tmp_path) -> str:
     """Push a recipe's output with training/push_to_hub.py, pull it into a fresh cache with `loader` (an Auto class
     of transformers or PEFT), and check that every weight came back exactly; the pulled class's name."""
     home = tmp_path / f"home_{repo_id.replace('/', '_')}"
-    run([*PUSH_SCRIPT, run_dir, "--repo_id", repo_id], hub_env(hub, home / "push"))
+    run([*command("push-to-hub"), run_dir, "--repo_id", repo_id], hub_env(hub, home / "push"))
     pulled_file = tmp_path / f"{repo_id.replace('/', '_')}.safetensors"
     report = run_python(PULL, hub_env(hub, home / "pull"), repo_id, loader, pulled_file)
     local = getattr(__import__("transformers"), loader, None) or getattr(__import__("peft"), loader)
