@@ -22,6 +22,12 @@ BART, so each path is compared with theirs. `+int8` (dynamic int8 quantization o
 compile warm-up, for a compiled variant) is reported apart from the timings:
 
     python -m benchmarks.speed --models ours-sdpa,ours-sdpa+static,ours-sdpa+compile,marian-sdpa,marian-sdpa+compile
+
+Serving engines: `ours-ct2` is the model exported to CTranslate2 (`hf_scratch_transformer.export`), `marian-ct2`
+the Marian model converted by CTranslate2's own converter; `+int8` is CTranslate2's int8 compute type there. They
+generate only, through `Translator.translate_batch` with one thread pool of `--threads` (the `export` extra):
+
+    python -m benchmarks.speed --models marian-sdpa,ours-sdpa,ours-ct2,ours-ct2+int8,marian-ct2,marian-ct2+int8
 """
 
 import argparse
@@ -31,6 +37,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -97,6 +104,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def build(name: str, args: argparse.Namespace) -> nn.Module:
     """The model of a name such as `ours-sdpa` or `marian-eager` (any `+path` suffix is the Runner's)."""
     family, _, implementation = name.split("+")[0].partition("-")
+    if implementation == "ct2":  # the converters read the weights of the eager model
+        implementation = "eager"
     shape = dict(
         vocab_size=args.vocab_size,
         d_model=args.d_model,
@@ -199,12 +208,18 @@ class Runner:
         dtype = DTYPES[args.dtype]
         self.model = build(name, args).to(device=device, dtype=dtype)
         paths = set(name.split("+")[1:])
+        self.translator = None
+        if name.split("+")[0].endswith("-ct2"):
+            if paths - {"int8"}:
+                raise ValueError(f"{name!r}: a CTranslate2 row takes +int8 only (its compute type)")
+            self.translator = CTranslate2Translator(self.model, "int8" if "int8" in paths else None, args, device)
+            paths = set()
         unknown = paths - {"static", "compile", "bf16", "int8"}
         if unknown:
             raise ValueError(f"unknown fast path {sorted(unknown)} in {name!r}: use +static, +compile, +bf16, +int8")
         # Low precision is for inference: such a variant generates only (training in bf16 needs autocast and fp32
         # master weights, a different recipe).
-        self.inference_only = bool(paths & {"bf16", "int8"})
+        self.inference_only = bool(paths & {"bf16", "int8"}) or self.translator is not None
         if "bf16" in paths:
             self.model = self.model.to(torch.bfloat16)
         if "int8" in paths:
@@ -220,7 +235,11 @@ class Runner:
     def tasks(self) -> dict[str, Callable[[], None]]:
         """The measured tasks this model can run: training, and `generate()` where the model has it."""
         tasks = {} if self.inference_only else {"train": self.train_step}
-        if hasattr(self.model, "generate"):
+        if self.translator is not None:
+            inputs = self.generate_inputs["input_ids"]
+            tasks["greedy"] = partial(self.translator.generate, inputs, 1)
+            tasks[f"beam{self.args.num_beams}"] = partial(self.translator.generate, inputs, self.args.num_beams)
+        elif hasattr(self.model, "generate"):
             tasks["greedy"] = partial(self.generate, 1)
             tasks[f"beam{self.args.num_beams}"] = partial(self.generate, self.args.num_beams)
         return tasks
@@ -254,6 +273,66 @@ class Runner:
             early_stopping=False,
         )
         assert ids.shape[1] >= self.args.new_tokens, f"{self.name} stopped early: {ids.shape}"
+
+
+class IdVocabulary:
+    """A vocabulary of token strings `t0`, `t1`, ... (the last one `<pad>`, where Marian's converter expects its
+    decoder-start token) for the converters, which need token strings; the benchmark's inputs are random ids."""
+
+    def __init__(self, size: int):
+        self.tokens = [f"t{index}" for index in range(size - 1)] + ["<pad>"]
+        self.eos_token, self.unk_token = self.tokens[EOS], self.tokens[3]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def convert_ids_to_tokens(self, ids) -> list[str]:
+        return [self.tokens[index] for index in ids]
+
+    def get_vocab(self) -> dict[str, int]:
+        return {token: index for index, token in enumerate(self.tokens)}
+
+
+class CTranslate2Translator:
+    """A model converted to CTranslate2 (ours by `hf_scratch_transformer.export`, Marian by CTranslate2's own
+    converter) in a temporary folder, and its `Translator` on the CPU with `--threads` threads."""
+
+    def __init__(self, model: nn.Module, quantization: str | None, args: argparse.Namespace, device: torch.device):
+        import ctranslate2
+        from ctranslate2.converters.converter import Converter
+        from ctranslate2.converters.transformers import MarianMTLoader
+
+        from hf_scratch_transformer.export import ScratchTransformerConverter
+
+        if device.type != "cpu":
+            raise ValueError("The CTranslate2 rows run on the CPU here; CTranslate2's GPU build is not installed.")
+        vocabulary = IdVocabulary(args.vocab_size)
+        if isinstance(model, MarianMTModel):
+
+            class MarianConverter(Converter):
+                def _load(self):
+                    return MarianMTLoader()(model.eval(), vocabulary)
+
+            converter = MarianConverter()
+        else:
+            converter = ScratchTransformerConverter(model.eval(), vocabulary)
+        self.folder = tempfile.TemporaryDirectory(prefix="speed_ct2_")
+        converter.convert(self.folder.name, quantization=quantization, force=True)
+        threads = args.threads or torch.get_num_threads()
+        self.translator = ctranslate2.Translator(self.folder.name, device="cpu", intra_threads=threads)
+        self.vocabulary, self.new_tokens = vocabulary, args.new_tokens
+
+    def generate(self, input_ids: torch.Tensor, num_beams: int) -> None:
+        sources = [self.vocabulary.convert_ids_to_tokens(row) for row in input_ids.tolist()]
+        results = self.translator.translate_batch(
+            sources,
+            beam_size=num_beams,
+            min_decoding_length=self.new_tokens,  # exactly new_tokens tokens, as generate() is made to return
+            max_decoding_length=self.new_tokens,
+            max_batch_size=len(sources),
+        )
+        lengths = {len(result.hypotheses[0]) for result in results}
+        assert lengths == {self.new_tokens}, f"CTranslate2 returned {lengths} tokens, not {self.new_tokens}"
 
 
 def quantize_int8(model: nn.Module, device: torch.device) -> nn.Module:
@@ -490,11 +569,15 @@ def device_name(device: torch.device) -> str:
 
 def ratios(models: dict, tasks: list[str]) -> dict:
     """Each of our variants against the best of Marian/BART on the same path (the default path, or the same
-    `+static` / `+compile`): throughput over the highest, memory over the lowest."""
+    `+static` / `+compile`; a CTranslate2 row against CTranslate2's): throughput over the highest, memory over the
+    lowest."""
+
+    def path(name: str) -> tuple[bool, str]:
+        return "-ct2" in name, name.partition("+")[2]
+
     result = {}
     for ours in (name for name in models if name.startswith("ours")):
-        path = ours.partition("+")[2]
-        baselines = [name for name in models if name.startswith(("marian", "bart")) and name.partition("+")[2] == path]
+        baselines = [name for name in models if name.startswith(("marian", "bart")) and path(name) == path(ours)]
         if not baselines:
             continue
         entry = {}
@@ -575,7 +658,7 @@ def print_table(results: dict, tasks: list[str]) -> None:
             calls = ", ".join(f"{task} {seconds:.1f} s" for task, seconds in entry["first_call_seconds"].items())
             print(f"{name} first call (warm-up, compilation included): {calls}")
     for ours, entry in results["ratios"].items():
-        label = "same path of Marian/BART" if "+" in ours else "best of Marian/BART"
+        label = "same path of Marian/BART" if "+" in ours or "-ct2" in ours else "best of Marian/BART"
         print(f"{ours} vs {label}: " + ", ".join(f"{key} {value:.2f}x" for key, value in entry.items()))
     for name, paybacks in results["compile_pays_after_tokens"].items():
         described = [f"{task} {'never' if n is None else f'{n:,.0f} tokens'}" for task, n in paybacks.items()]

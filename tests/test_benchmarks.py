@@ -1,9 +1,8 @@
 """The benchmarks run (on a tiny shape or toy data: CI shows they work; the real numbers are in
-benchmarks/RESULTS.md and QUALITY.md)."""
+docs/results.md)."""
 
 import gzip
 import json
-import math
 import re
 import subprocess
 import sys
@@ -14,10 +13,9 @@ import pytest
 import torch
 from conftest import REPO_ROOT, tiny_config, toy_reviews, word_level_tokenizer, write_jsonl
 
-from benchmarks import masked_lm_probe, nbsvm, sentiment_errors, word_order_toy
+from benchmarks import nbsvm
 from hf_scratch_transformer import (
     ScratchTransformerForConditionalGeneration,
-    ScratchTransformerForSequenceClassification,
 )
 
 SPEED = str(REPO_ROOT / "benchmarks" / "speed.py")
@@ -105,6 +103,24 @@ def test_low_precision_variants_generate_only_and_are_compared_on_the_same_path(
         assert best == max(rates, key=rates.get)
         assert ratio == pytest.approx(rates[best] / models["marian-sdpa"][task]["median"])
     assert "our fastest path" in tiny_run.stdout
+
+
+@pytest.mark.slow
+def test_ctranslate2_rows_generate_and_compare_with_marians_own_conversion(tmp_path):
+    pytest.importorskip("ctranslate2")
+    results_file = tmp_path / "speed.json"
+    models = "marian-sdpa,marian-ct2,ours-ct2,ours-ct2+int8"
+    run_speed("--no_memory", "--models", models, "--json", str(results_file))
+    results = json.loads(results_file.read_text())
+    for name in ("marian-ct2", "ours-ct2", "ours-ct2+int8"):
+        entry = results["models"][name]
+        assert "train" not in entry and entry["greedy"]["median"] > 0 and entry["beam2"]["median"] > 0, (name, entry)
+    # A CTranslate2 row is compared with Marian through CTranslate2, not with Marian's generate().
+    ours, marian = results["models"]["ours-ct2"]["beam2"], results["models"]["marian-ct2"]["beam2"]
+    assert results["ratios"]["ours-ct2"]["beam2"] == pytest.approx(ours["median"] / marian["median"])
+    assert "ours-ct2+int8" not in results["ratios"]  # no Marian in int8 through CTranslate2 in this run
+    best, _ = results["best_against_marian_default"]["greedy"]  # CTranslate2 rows count among our paths
+    assert best in ("ours-ct2", "ours-ct2+int8")
 
 
 def test_an_unknown_fast_path_is_named(monkeypatch):
@@ -199,85 +215,3 @@ def test_nbsvm_baseline_learns_a_linear_task_and_counts_its_ngrams(tmp_path):
         ". great",
         "great !",
     }
-
-
-def test_sentiment_errors_slices_texts_by_length_and_by_contrast_words():
-    texts = ["good", "a good film", "dull , but well acted", "not bad at all , though slow", "fine. However, long"]
-    masks = sentiment_errors.slices(texts)
-    # Lengths in words 1, 3, 5, 7, 5 (punctuation counts): the thirds cut at 3.67 and 5.
-    assert masks["short"].tolist() == [True, True, False, False, False]
-    assert masks["middle"].tolist() == [False, False, True, False, True]
-    assert masks["long"].tolist() == [False, False, False, True, False]
-    assert masks["contrast"].tolist() == [False, False, True, True, True]
-    assert (masks["contrast"] ^ masks["no contrast"]).all() and masks["all"].all()
-    accuracy = sentiment_errors.accuracy_by_slice(torch.tensor([1, 0, 1, 1, 0]), torch.tensor([1, 1, 1, 0, 0]), masks)
-    assert accuracy == {"all": 0.6, "short": 0.5, "middle": 1.0, "long": 0.0, "contrast": 0.6667, "no contrast": 0.5}
-
-
-def test_sentiment_errors_scores_checkpoints_beside_the_linear_baseline(tmp_path):
-    """A tiny classifier's accuracy per slice is its own predictions' (a head biased to one class is right on
-    exactly the texts of that class), and NB-LR's overall accuracy is benchmarks/nbsvm.py's."""
-    data = tmp_path / "sst2"
-    data.mkdir()
-    for split, count, seed in (("train", 300, 0), ("validation", 60, 1)):
-        with open(data / f"{split}.jsonl", "w") as file:
-            file.writelines(json.dumps(row) + "\n" for row in toy_reviews(count, seed, (1, 8)))
-    words = sorted({word for row in toy_reviews(300, 0, (1, 8)) for word in row["sentence"].split()})
-    model = ScratchTransformerForSequenceClassification(tiny_config(vocab_size=5 + len(words), num_labels=2))
-    with torch.no_grad():
-        model.classifier.bias.copy_(torch.tensor([0.0, 100.0]))  # always "positive"
-    model.save_pretrained(tmp_path / "model")
-    word_level_tokenizer(words, append_eos=True).save_pretrained(tmp_path / "model")
-
-    results = sentiment_errors.main(["--data", str(data), "--models", str(tmp_path / "model")])
-    validation = toy_reviews(60, 1, (1, 8))
-    labels = torch.tensor([row["label"] for row in validation])
-    masks = sentiment_errors.slices([row["sentence"] for row in validation])
-    assert results["accuracy"][str(tmp_path / "model")] == sentiment_errors.accuracy_by_slice(
-        torch.ones(60, dtype=torch.long), labels, masks
-    )
-    assert results["accuracy"]["NB-LR"]["all"] == round(nbsvm.main(["--data", str(data)])["validation_accuracy"], 4)
-    assert results["texts"]["all"] == 60 and results["texts"]["long"] > 0  # no contrast words: that slice is empty
-    assert results["accuracy"]["NB-LR"]["contrast"] is None
-
-
-def test_masked_lm_probe_tells_word_order_from_word_frequency():
-    """benchmarks/masked_lm_probe.py on a model trained to fill in masked letters of the alphabet: order gives every
-    letter away, the bag of letters gives nothing (each row holds them all), the frequencies give 1 in 26."""
-    model, learned_at = word_order_toy.train_on_letters(length=64, seed=0, steps=700, stop_when_learned=False)
-    assert learned_at is not None and learned_at < 600, learned_at
-
-    chunks = word_order_toy.letters(32, 64)
-    train_ids = [list(range(10, 36))] * 10  # every letter 10 times
-    result = masked_lm_probe.probe_chunks(model, chunks, train_ids, word_order_toy.MASK_ID, model.config.vocab_size)
-    assert result["chunks"] == 32 and 0.1 * 32 * 64 < result["masked_tokens"] < 0.2 * 32 * 64, result
-    assert result["as_written"] < 1.0, result  # untrained: 5.3, and 5.3 shuffled
-    assert result["words_shuffled"] > 2.0, result
-    # Add-half smoothing over the vocabulary: each letter has (10 + 0.5) / (260 + 0.5 * 99).
-    assert abs(result["unigram"] - -math.log(10.5 / (260 + 0.5 * model.config.vocab_size))) < 1e-9, result
-
-
-def test_word_order_toy_learns_sooner_on_short_chunks():
-    _, learned_at = word_order_toy.train_on_letters(length=32, seed=0, steps=400)
-    assert learned_at is not None and learned_at < 400, learned_at
-    _, learned_at = word_order_toy.train_on_letters(length=256, seed=0, steps=200)
-    assert learned_at is None  # chunks of 256 take over 1,000 steps
-    ids = word_order_toy.letters(3, 30)
-    assert ids.shape == (3, 30) and ((ids[:, 1:] - ids[:, :-1]) % 26 == 1).all()  # each letter follows the one before
-
-
-def test_lora_step_times_full_fine_tuning_beside_each_adapter(tmp_path):
-    """benchmarks/lora_step.py: one row for full fine-tuning and one per --lora_dropouts, each adapter training its
-    LoRA matrices and the head only."""
-    completed = benchmark("lora_step", "--tiny", "--json", tmp_path / "r.json")
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    results = json.loads((tmp_path / "r.json").read_text())
-    assert list(results) == ["full fine-tuning", "LoRA r=8, lora_dropout=0.05", "LoRA r=8, lora_dropout=0"]
-    assert results["full fine-tuning"]["against_full_fine_tuning"] == 1.0
-    # The tiny encoder: d_model 16, ffn 32, one layer. Rank 8 on q, k, v, out (16 -> 16), fc1 (16 -> 32), fc2 (32 ->
-    # 16): 4 * 8 * (16 + 16) + 2 * 8 * (16 + 32); the head, 16 -> 2, trains too.
-    adapter_and_head = 4 * 8 * 32 + 2 * 8 * 48 + 16 * 2 + 2
-    for name in ["LoRA r=8, lora_dropout=0.05", "LoRA r=8, lora_dropout=0"]:
-        assert results[name]["trainable_parameters"] == adapter_and_head, results[name]
-        assert results[name]["min_step_s"] <= results[name]["median_step_s"] <= results[name]["max_step_s"]
-    assert results["full fine-tuning"]["trainable_parameters"] > adapter_and_head
