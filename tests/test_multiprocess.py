@@ -211,6 +211,22 @@ def test_accelerate_launch_cpu_with_two_processes_is_refused(sentiment, tmp_path
     assert not (tmp_path / "run").exists()
 
 
+def test_an_fsdp_launch_on_cpu_processes_is_refused(translation, tmp_path):
+    """The FSDP config with use_cpu: true. Accelerate would train the two processes as plain data parallelism, each
+    holding the whole model: the script says so and stops before it reads any data."""
+    config = yaml.safe_load((CONFIGS / "multi_gpu_fsdp_bf16.yaml").read_text())
+    config.update(num_processes=2, use_cpu=True, mixed_precision="no")
+    config.pop("gpu_ids")
+    config_file = tmp_path / "fsdp_cpu.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    arguments = script_arguments("translation", translation, tmp_path / "run", 4)
+    completed = run([*ACCELERATE_LAUNCH, "--config_file", config_file, *arguments], check=False)
+    assert completed.returncode != 0
+    assert "The launch asked for FSDP, but Accelerate set up MULTI_CPU" in completed.stderr, completed.stderr[-3000:]
+    assert "cpu_2proc.yaml" in completed.stderr
+    assert not (tmp_path / "run").exists()
+
+
 ACCELERATE = {"ACCELERATE_MIXED_PRECISION": "no", "ACCELERATE_USE_CPU": "True"}
 RENDEZVOUS = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
 

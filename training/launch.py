@@ -20,6 +20,7 @@ def start_run(training_args: TrainingArguments, overwrite_output_dir: bool) -> s
     check_processes_see_each_other(training_args.world_size)
     distributed_type = training_args.distributed_state.distributed_type
     logger.info("Launched: %s over %d process(es)", distributed_type.value, training_args.world_size)
+    check_fsdp_was_set_up(distributed_type.value)
     if training_args.world_size > 1 and training_args.ddp_find_unused_parameters is None:
         training_args.ddp_find_unused_parameters = False  # every parameter gets a gradient: skip DDP's search
     resume_from = checkpoint_to_resume(training_args.output_dir, training_args.resume_from_checkpoint)
@@ -57,4 +58,17 @@ def check_processes_see_each_other(world_size: int) -> None:
             "runs the script once. On CPUs use --config_file training/accelerate_configs/cpu_2proc.yaml (or "
             "`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N`), or `torchrun --nproc_per_node "
             "N` with --use_cpu. (Meant one process? Then MASTER_ADDR came from your shell: unset it.)"
+        )
+
+
+def check_fsdp_was_set_up(distributed_type: str) -> None:
+    """Refuse a launch that asked for FSDP and got something else. Accelerate shards a model only over GPUs (or
+    other accelerators): given an FSDP config with `use_cpu: true`, it sets up plain data parallelism (MULTI_CPU),
+    and every process would hold the whole model, which is what FSDP was asked to avoid, without a word."""
+    asked_for_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if asked_for_fsdp and distributed_type != "FSDP":
+        raise SystemExit(
+            f"The launch asked for FSDP, but Accelerate set up {distributed_type}: it shards a model over GPUs only, "
+            "and on CPU processes each would hold the whole model. On CPUs launch with "
+            "training/accelerate_configs/cpu_2proc.yaml (data parallel); use the FSDP config on GPUs."
         )

@@ -4,10 +4,9 @@
 #   bash training/recipes/multi30k.sh                  # EN->DE
 #   SOURCE=de TARGET=en bash training/recipes/multi30k.sh
 #
-# Expected (benchmarks/QUALITY.md, 2026-11-29): validation sacreBLEU (13a, cased, detokenized, beam 5) 38.0 EN->DE
-# (54 min of wall time on 2 cores; 37.9 from the last checkpoint alone); with TRAIN_FLAGS="--seed 1", 39.0 (39.1):
-# a seed moves it by about a point. DE->EN: 42.05 (40 min). The numbers land in $OUT/averaged_eval/all_results.json.
-# Until 2026-11-29 (14 epochs, inverse-sqrt decay): 36.3 EN->DE, 40.5 DE->EN.
+# Expected (docs/results.md): validation sacreBLEU (13a, cased, detokenized, beam 5) 38.0 EN->DE (54 min of wall time
+# on 2 idle cores; 37.9 from the last checkpoint alone); with TRAIN_FLAGS="--seed 1", 39.0 (39.1): a seed moves it by
+# about a point. DE->EN: 42.05 (40 min). The numbers land in $OUT/averaged_eval/all_results.json.
 #
 # Steps: (1) a joint byte-level BPE vocabulary of 8000 tokens on both sides of the training pairs; (2) a
 # "Transformer-tiny" (d_model 128, 4+4 layers, 4 heads, ffn 256, pre-LN, all embeddings shared) trained for
@@ -69,7 +68,7 @@ done
 $PY - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
-from training.model_card import training_curves_svg
+from hf_scratch_transformer.training.model_card import training_curves_svg
 out = Path(sys.argv[1])
 for model in ("model", "averaged"):
     results = json.loads((out / f"{model}_eval" / "all_results.json").read_text())

@@ -75,7 +75,7 @@ timed pretrain $PY -m hf_scratch_transformer.training.cli pretrain --objective "
 $PY - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
-from training.model_card import training_curves_svg
+from hf_scratch_transformer.training.model_card import training_curves_svg
 out = Path(sys.argv[1])
 results = json.loads((out / "model" / "all_results.json").read_text())
 print(f"pretraining loss: train {results['train_loss']:.3f}, held-out reviews {results['eval_loss']:.3f}")

@@ -10,8 +10,8 @@
 #   TASK=imdb TRUNCATE=end ...                                    # a long review's first tokens, not its start and end
 #   TASK=sst2 CONFIG=dropout=0.3 ...                              # other fine-tuning config (default: dropout=0.1)
 #
-# Expected validation accuracy and wall time, from run 5 of pretrain_reviews.sh (2,500 steps), seed 0 and, where
-# given, TRAIN_FLAGS="--seed 1", on 2 idle cores (benchmarks/QUALITY.md has the curves and what each choice gave):
+# Expected validation accuracy and wall time, from pretrain_reviews.sh's checkpoint, seed 0 and, where given,
+# TRAIN_FLAGS="--seed 1", on 2 idle cores (docs/results.md has the curves and what each choice gave):
 #
 #   TASK  start            accuracy (seed 0, seed 1)   wall time
 #   sst2  the checkpoint   79.1 %, 79.8 %              7 min
@@ -47,11 +47,10 @@ LORA_EMBEDDING=${LORA_EMBEDDING:-lora}  # the token embedding under LoRA: lora (
 TRUNCATE=${TRUNCATE:-}          # what a long text loses: end, or middle (its first quarter and last three kept): by TASK
 PRETRAINED=${PRETRAINED:-runs/recipes/pretrain_reviews}
 OUT=${OUT:-runs/recipes/${TASK}_${INIT}${PEFT:+_$PEFT}}
-MODEL=${MODEL:-d_model=256,encoder_layers=4,decoder_layers=4,encoder_attention_heads=4,decoder_attention_heads=4,encoder_ffn_dim=1024,decoder_ffn_dim=1024}
 CONFIG=${CONFIG:-dropout=0.1}     # config changes for the fine-tuning, e.g. CONFIG=dropout=0.3,classifier_pooling=first
 TRAIN_FLAGS=(${TRAIN_FLAGS:-})  # more flags, e.g. TRAIN_FLAGS="--max_train_samples 256" (the CI test's tiny size)
-# IMDB at 3e-4 too since 2026-11-30: at 1e-4 (the rate until then) its training loss stayed high, and 3e-4 gave
-# +0.9 from the checkpoint (88.7 % against 87.75 %) and +1.4 for a new model (87.9 % against 86.5 %).
+# IMDB at 3e-4 too: at 1e-4 its training loss stayed high, and 3e-4 gave +0.9 from the checkpoint (88.7 % against
+# 87.75 %) and +1.4 for a new model (87.9 % against 86.5 %).
 RATE=(--learning_rate 3e-4)
 case $TASK in
     sst2) FILES=(--train_file "$DATA/sst2/train.jsonl" --validation_file "$DATA/sst2/validation.jsonl")
@@ -64,18 +63,19 @@ esac
 # Both fine-tune with dropout 0.1 by default: the checkpoint was pretrained without it (pretrain_reviews.sh).
 case $INIT in
     pretrained) START=(--model_name_or_path "$PRETRAINED/model" --config_overrides "$CONFIG") ;;
-    scratch) START=(--tokenizer_name "$PRETRAINED/tokenizer" --config_overrides "$MODEL,normalize_before=true,max_position_embeddings=512,$CONFIG") ;;
+    # A new model: the checkpoint's config (its shape, written once, in pretrain_reviews.sh), new weights.
+    scratch) START=(--config_name "$PRETRAINED/model" --tokenizer_name "$PRETRAINED/tokenizer" --config_overrides "$CONFIG") ;;
     *) echo "INIT must be pretrained or scratch, not '$INIT'." >&2; exit 2 ;;
 esac
 if [[ $PEFT == lora ]]; then
     # No dropout on the adapters' input (finetune_sentiment.py's default is 0.05): PEFT draws a mask for each
-    # adapted layer, and drawing them made a step 1.45x as slow on this CPU (benchmarks/lora_step.py), for an adapter
+    # adapted layer, and drawing them made a step 1.45x as slow on a 2-core CPU, for an adapter
     # that underfits. Without them an adapter's step costs what full fine-tuning's does.
     # Rank 32 rather than 8: +2.1 on SST-2 and +0.8 on IMDB (one seed each), in about the same time.
     # The token embedding adapted too: full fine-tuning moves it as much as any other weight, and a frozen one held
     # the adapter's training loss up. Trained whole beside the adapter (LORA_EMBEDDING=full) it gave +0.8 on SST-2
     # and +3.7 on IMDB over a frozen one, but it is 4.1 M weights and an 18.7 MB adapter. A low-rank update of it
-    # (the default since 2026-11-30) trains 1.1 M weights in all and saves 4.4 MB, and stays within 2 points of full
+    # (the default) trains 1.1 M weights in all and saves 4.4 MB, and stays within 2 points of full
     # fine-tuning (the table above; the whole embedding gains 0.35 on SST-2 and 0.8 on IMDB over it).
     RATE=(--learning_rate 1e-3 --peft lora --lora_r "$LORA_RANK" --lora_alpha "$((2 * LORA_RANK))" --lora_dropout 0)
     TARGETS=q_proj,k_proj,v_proj,out_proj,fc1,fc2
@@ -91,7 +91,7 @@ if [[ $PEFT == lora ]]; then
     if [[ $TASK == imdb ]]; then EPOCHS=1.4; fi
 fi
 if [[ ! -d $PRETRAINED/tokenizer ]]; then
-    echo "No $PRETRAINED/tokenizer: run training/recipes/pretrain_reviews.sh first (INIT=scratch needs its tokenizer)." >&2
+    echo "No $PRETRAINED/tokenizer: run training/recipes/pretrain_reviews.sh first (INIT=scratch needs its tokenizer and config)." >&2
     exit 2
 fi
 mkdir -p "$OUT"
@@ -108,7 +108,7 @@ echo "wall time: $((SECONDS - start)) s" | tee "$OUT.time"
 $PY - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
-from training.model_card import training_curves_svg
+from hf_scratch_transformer.training.model_card import training_curves_svg
 out = Path(sys.argv[1])
 results = json.loads((out / "all_results.json").read_text())
 print(f"validation accuracy {100 * results['eval_accuracy']:.2f} %, F1 {100 * results['eval_f1']:.2f} %")
