@@ -4,7 +4,7 @@ nearly all held-out numbers."""
 import json
 
 import pytest
-from test_readme import DEMO_MODEL, readme_snippets
+from conftest import DEMO_MODEL, REPO_ROOT, documentation_pages, python_snippets
 from transformers import AutoModelForSeq2SeqLM
 
 # The slow tier (make test-slow): make demo's program, trained for 500 steps.
@@ -27,13 +27,16 @@ def test_demo_short_run(demo_run, tmp_path, monkeypatch):
     assert (demo_run.model / "model.safetensors").is_file()
     assert (demo_run.folder / "tokenizer" / "tokenizer.json").is_file()
 
-    # The README's snippets that use the demo's model run against this one, in order, in one namespace.
-    snippets = [snippet for snippet in readme_snippets() if DEMO_MODEL in snippet]
-    assert len(snippets) == 3
+    # The documentation's snippets that use the demo's model (the README's translation, docs/attention.md and
+    # docs/serving.md) run against this one, in order, in one namespace.
+    snippets = [(page, snippet) for page in documentation_pages() for snippet in python_snippets(page)]
+    snippets = [(page, snippet) for page, snippet in snippets if DEMO_MODEL in snippet]
+    assert [page.name for page, _ in snippets] == ["README.md", "attention.md", "serving.md"]
     monkeypatch.chdir(tmp_path)  # the attention snippet saves a picture
     namespace: dict = {}
-    for snippet in snippets:
-        exec(compile(snippet.replace(DEMO_MODEL, str(demo_run.model)), "README.md", "exec"), namespace)
+    for page, snippet in snippets:
+        code = snippet.replace(DEMO_MODEL, str(demo_run.model))
+        exec(compile(code, str(page.relative_to(REPO_ROOT)), "exec"), namespace)
     assert len(namespace["tokenizer"].batch_decode(namespace["ids"], skip_special_tokens=True)) == 2
     assert (tmp_path / "attention.png").read_bytes().startswith(b"\x89PNG")
     # The serving snippet: CTranslate2 translates as generate() does, with the decoding settings it shows.
