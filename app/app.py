@@ -3,7 +3,9 @@
     make app                                  # or: python app/app.py [--port 7860] [--runs_dir runs/app]
 
 - Try: load a model (a run folder, or a Hub id), translate with a beam size and a length limit, or classify
-  (every label with its score), and see the attention of that input beside the output.
+  (every label with its score), and see the attention of that input beside the output. A translator runs through
+  `generate()` or, with the `export` extra installed, through CTranslate2 in int8 (what serving would use: the
+  model is exported once, on its first such Try).
 - Fine-tune: upload a file, pick the task and the columns (offered from the file's header), a starting model (a new
   small one, or a folder / Hub id), steps and learning rate, and start. The run is the package's own training script
   in a child process (a crash ends the run, never the app); the page follows its loss, then shows the validation
@@ -26,10 +28,14 @@ Safe to serve to strangers (a public Space), as every visitor is one:
 
 import argparse
 import atexit
+import hashlib
+import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -101,6 +107,11 @@ ACCESS = ModelAccess(
     max_hub_bytes=int(ARGS.max_hub_model_mb * 1e6),
 )  # fmt: skip
 LOADED: dict[str, tuple] = {}  # the model last loaded in the Try tab: folder -> (model, tokenizer)
+# The engines a translator can run on in the Try tab; CTranslate2 where the `export` extra is installed.
+PYTORCH, CTRANSLATE2 = "PyTorch generate()", "CTranslate2 int8"
+ENGINES = [PYTORCH] + ([CTRANSLATE2] if importlib.util.find_spec("ctranslate2") else [])
+EXPORTED: dict[str, object] = {}  # the translator last exported for CTranslate2: folder -> its ctranslate2.Translator
+EXPORT_LOCK = threading.Lock()  # two visitors trying one model at once export it once
 MAX_INPUT_CHARS, MAX_BEAMS, MAX_NEW_TOKENS = 1000, 8, 256  # what one Try may cost: bounded whatever the API sends
 PREDICTIONS: dict[Path, pd.DataFrame] = {}  # run folder -> its validation predictions, made once
 # task -> (name, key in all_results.json, format) of the validation metrics shown
@@ -126,7 +137,8 @@ def own_models(request: gr.Request) -> dict[str, Path]:
 
 
 def get_model(name: str, request: gr.Request) -> tuple:
-    """The model and tokenizer a visitor named (see model_access.py), loaded once (only the last one stays)."""
+    """The model, tokenizer and folder a visitor named (see model_access.py), loaded once (only the last one
+    stays)."""
     name = name.strip()
     if not name:
         raise gr.Error("Enter a model: a public Hub id such as user/name, a listed model, or one of your runs.")
@@ -143,13 +155,13 @@ def get_model(name: str, request: gr.Request) -> tuple:
             ) from None
         LOADED.clear()
         LOADED[str(folder)] = loaded
-    return LOADED[str(folder)]
+    return (*LOADED[str(folder)], folder)
 
 
 def load_model(name: str, request: gr.Request):
     """Load the model; say what it is, and show the controls of its task."""
     try:
-        model, _ = get_model(name, request)
+        model, _, _ = get_model(name, request)
     except gr.Error as error:
         return f"⚠️ {error.message}", gr.Button(), gr.Row()
     config = model.config
@@ -174,22 +186,61 @@ def bounded_input(text: str, tokenizer, max_tokens: int) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def run_model(name: str, text: str, num_beams: int, max_new_tokens: int, request: gr.Request):
+def ctranslate2_translator(folder: Path):
+    """The translator in `folder` exported to CTranslate2 in int8 (under --runs_dir, named by the weights it was
+    made from), and loaded; only the last one stays, on disk and in memory."""
+    import ctranslate2
+
+    from hf_scratch_transformer.export import export_ctranslate2
+
+    weights = folder / "model.safetensors"
+    key = hashlib.sha256(f"{folder}:{weights.stat().st_mtime_ns}:{weights.stat().st_size}".encode()).hexdigest()
+    with EXPORT_LOCK:
+        if key not in EXPORTED:
+            exports = ARGS.runs_dir.resolve() / "ctranslate2"
+            shutil.rmtree(exports, ignore_errors=True)
+            try:
+                exported = export_ctranslate2(folder, exports / key[:16], quantization="int8")
+            except ValueError as error:  # an option CTranslate2 cannot express: the message says which
+                raise gr.Error(f"This model cannot run on CTranslate2: {without_server_paths(str(error))}") from None
+            EXPORTED.clear()
+            EXPORTED[key] = ctranslate2.Translator(exported, device="cpu", intra_threads=1)
+        return EXPORTED[key]
+
+
+def translate_with_ctranslate2(folder: Path, tokenizer, text: str, num_beams: int, max_new_tokens: int) -> str:
+    from hf_scratch_transformer.export import decoding_options
+
+    source = tokenizer.convert_ids_to_tokens(tokenizer(text).input_ids)
+    options = decoding_options(num_beams=num_beams, max_new_tokens=max_new_tokens)
+    (result,) = ctranslate2_translator(folder).translate_batch([source], **options)
+    return tokenizer.decode(tokenizer.convert_tokens_to_ids(result.hypotheses[0]), skip_special_tokens=True)
+
+
+def run_model(
+    name: str, text: str, num_beams: int, max_new_tokens: int, engine: str = PYTORCH, request: gr.Request = None
+):
     """Translate or classify `text`: the translation (or the labels with their scores), and the attention map of
     that input: the cross-attention of the translation, or the encoder's self-attention. Beams and output tokens
     are held to the sliders' ranges, and the input to MAX_INPUT_CHARS and the model's positions, whatever the API
-    sends."""
-    model, tokenizer = get_model(name, request)
+    sends. A translation by CTranslate2 is drawn with the model's attention over that translation."""
+    model, tokenizer, folder = get_model(name, request)
     if not text.strip():
         raise gr.Error("Enter a text.")
+    if engine not in ENGINES:
+        raise gr.Error(f"The engine is one of {', '.join(ENGINES)}.")
     positions = model.config.max_position_embeddings
     text = bounded_input(text, tokenizer, positions)
     if model.can_generate():
         num_beams = min(max(int(num_beams), 1), MAX_BEAMS)
         max_new_tokens = min(max(int(max_new_tokens), 1), MAX_NEW_TOKENS, positions - 1)
-        # max_length counts the start token; it replaces the saved one (max_new_tokens would leave both set)
-        maps = attention_maps(model, tokenizer, text, num_beams=num_beams, max_length=max_new_tokens + 1)
-        return gr.Textbox(maps.output_text, visible=True), gr.Label(None, visible=False), draw_attention(maps)
+        if engine == CTRANSLATE2:
+            output = translate_with_ctranslate2(folder, tokenizer, text, num_beams, max_new_tokens)
+            maps = attention_maps(model, tokenizer, text, target=output)
+        else:  # max_length counts the start token; it replaces the saved one (max_new_tokens would leave both)
+            maps = attention_maps(model, tokenizer, text, num_beams=num_beams, max_length=max_new_tokens + 1)
+        translation = gr.Textbox(maps.output_text, label=f"Translation ({engine})", visible=True)
+        return translation, gr.Label(None, visible=False), draw_attention(maps)
     maps = attention_maps(model, tokenizer, text, kind="encoder")
     with torch.no_grad():
         probabilities = model(**tokenizer(text, return_tensors="pt")).logits.softmax(-1)[0]
@@ -442,6 +493,7 @@ def build() -> gr.Blocks:
                         with gr.Row() as generation_options:
                             num_beams = gr.Slider(1, 8, value=4, step=1, label="Beam size")
                             max_new_tokens = gr.Slider(1, 256, value=64, step=1, label="Max output tokens")
+                            engine = gr.Radio(ENGINES, value=PYTORCH, label="Engine", visible=len(ENGINES) > 1)
                         run_button = gr.Button("Run", variant="primary")
                         translation = gr.Textbox(label="Translation", interactive=False)
                         scores = gr.Label(label="Labels and scores", visible=False)
@@ -510,7 +562,7 @@ def build() -> gr.Blocks:
         load_outputs = [model_info, run_button, generation_options]
         load_button.click(load_model, model_name, load_outputs, api_name="load_model")
         model_name.submit(load_model, model_name, load_outputs, api_visibility="private")
-        run_inputs = [model_name, text, num_beams, max_new_tokens]
+        run_inputs = [model_name, text, num_beams, max_new_tokens, engine]
         run_button.click(run_model, run_inputs, [translation, scores, attention], api_name="run_model")
         text.submit(run_model, run_inputs, [translation, scores, attention], api_visibility="private")
 

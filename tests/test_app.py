@@ -423,6 +423,24 @@ def test_a_try_costs_what_the_sliders_allow_whatever_the_api_sends(app, client):
     assert translation["visible"] and translation["value"]
 
 
+def test_a_translator_runs_through_ctranslate2_as_through_generate(app, client):
+    """The Engine choice: the model exported to CTranslate2 in int8 (once, on its first such Try) translates as
+    generate() does, greedy and beam, and the attention is drawn over that translation."""
+    pytest.importorskip("ctranslate2")
+    for source, beams in (("three hundred forty-two", 1), ("seven thousand and five", 4)):
+        by_torch, _, _ = client.predict("model", source, beams, 32, "PyTorch generate()", api_name="/run_model")
+        by_ctranslate2, _, attention = client.predict(
+            "model", source, beams, 32, "CTranslate2 int8", api_name="/run_model"
+        )
+        assert by_ctranslate2["value"] == by_torch["value"] and by_torch["value"], (by_torch, by_ctranslate2)
+        assert by_ctranslate2["label"] == "Translation (CTranslate2 int8)"
+        assert attention["type"] == "matplotlib"
+    exports = list((app.runs / "ctranslate2").iterdir())
+    assert len(exports) == 1 and (exports[0] / "model.bin").is_file()
+    with pytest.raises(Exception, match="(?i)engine|choices"):
+        client.predict("model", "seven", 1, 8, "TensorRT", api_name="/run_model")
+
+
 def test_an_upload_over_the_limit_is_refused_before_it_is_stored(app, client, tmp_path):
     upload = tmp_path / "huge.csv"
     upload.write_bytes(b"text,label\n" + b"a long review,1\n" * 80_000)  # 1.3 MB, over the 1 MB limit
