@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 12 in one command, for a machine with a CUDA GPU (run by hand; CI has no GPU):
+# The GPU checks in one command, for a machine with a CUDA GPU (run by hand; CI has no GPU):
 #
 #   OUT=runs/gpu bash benchmarks/gpu_checks.sh
 #
 # (1) the tests that need a GPU: a decoding step reads nothing back to the host
 #     (`torch.cuda.set_sync_debug_mode("error")`); (2) which attention kernels each model's SDPA path runs in bf16
 #     (flash, memory-efficient or math), from the profiler's kernel names; (3) benchmarks/speed.py in bf16 at the
-#     benchmark shape (the same rows as RESULTS.md's CPU table, and the compiled paths apart, since they compile
-#     for minutes); (4) training MFU at the paper's base shape, where a step is big enough to fill a GPU.
+#     benchmark shape (the rows of the CPU table in docs/results.md, and the compiled paths apart, since they
+#     compile for minutes); (4) training MFU at the paper's base shape, where a step is big enough to fill a GPU.
 # Each part is bounded by `timeout` and writes its own files under $OUT, so that a slow part loses only itself.
-# On 2026-11-29 (RESULTS.md, "On a GPU") the memory processes of parts 3 and 4 did not finish in time; speed.py
-# has set its glibc malloc settings on the CPU only since, which has not run on a GPU yet.
+# speed.py sets its glibc malloc settings for the memory processes on the CPU only: with them, the memory processes
+# of parts 3 and 4 did not finish in time on an H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu}

@@ -1,5 +1,5 @@
 """The quality recipes of training/recipes/ run from end to end at a tiny size on the real data (the sizes come from
-the environment; the recipe's own defaults are the full runs that benchmarks/QUALITY.md reports)."""
+the environment; the recipe's own defaults are the full runs that docs/results.md reports)."""
 
 import json
 import os
