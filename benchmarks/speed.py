@@ -557,7 +557,7 @@ def main() -> None:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    # The hosts of this project's machines differ from one session to the next (AVX2 only, or AVX-512 with bf16 and
+    # The hosts of this project's machines differ from one run to the next (AVX2 only, or AVX-512 with bf16 and
     # VNNI instructions), and the int8 and bf16 paths depend on them: the table says which one it ran on.
     capability = torch.backends.cpu.get_cpu_capability()  # the widest vector instructions: "AVX2", "AVX512"
     if torch.cpu._is_avx512_bf16_supported():
