@@ -167,7 +167,7 @@ def test_two_cpu_processes_train_as_one_process_with_the_same_global_batch(scrip
 def test_two_machines_launched_on_one_host_train_as_one_process(translation, tmp_path):
     """multi_node_ddp.yaml with its EDIT lines set for two "machines" on this host (machine_rank 0 and 1, a static
     rendezvous on 127.0.0.1) and the CPU: the two launches form one process group and train as one process with the
-    same global batch. A real multi-node run edits the same lines (README, "Several processes")."""
+    same global batch. A real multi-node run edits the same lines (docs/training.md, "Several machines")."""
     config = yaml.safe_load((CONFIGS / "multi_node_ddp.yaml").read_text())
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
