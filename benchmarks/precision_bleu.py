@@ -1,16 +1,20 @@
 """What low precision costs in quality: a translation checkpoint decodes a validation set in fp32, bf16 and int8
-(dynamic quantization of every linear layer, CPU), each with the same beam search; sacreBLEU and chrF of each,
-the change against fp32, how many sentences come out identical, and the decoding speed.
+(dynamic quantization of every linear layer, CPU), and exported to CTranslate2 in float32 and int8 (the `export`
+extra), each with the same beam search; sacreBLEU and chrF of each, the change against the first, how many
+sentences come out identical to it, and the decoding speed.
 
     python -m benchmarks.precision_bleu --model runs/recipes/multi30k_en_de/averaged \
         --validation_file ../shared/data/multi30k/validation.jsonl --source_lang en --target_lang de
+    python -m benchmarks.precision_bleu ... --precisions fp32,ct2-float32,ct2-int8
 
 The metric is the training scripts' own (`sacrebleu_chrf`: cased, 13a tokenization, on detokenized text), so the
 fp32 figure equals `finetune_translation.py --predict_with_generate` on the same checkpoint and beams.
 """
 
 import argparse
+import importlib.util
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +25,9 @@ import hf_scratch_transformer  # noqa: F401  (registers the Auto classes)
 from benchmarks.speed import quantize_int8
 from hf_scratch_transformer.metrics import load_metric
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "int8", "ct2-float32", "ct2-int8")
+# The CTranslate2 rows by default where the `export` extra is installed.
+DEFAULT_PRECISIONS = PRECISIONS if importlib.util.find_spec("ctranslate2") else PRECISIONS[:3]
 
 
 def parse_args() -> argparse.Namespace:
@@ -30,7 +36,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--validation_file", required=True, help='JSON Lines of {"translation": {lang: text}}')
     parser.add_argument("--source_lang", required=True)
     parser.add_argument("--target_lang", required=True)
-    parser.add_argument("--precisions", default=",".join(PRECISIONS))
+    parser.add_argument("--precisions", default=",".join(DEFAULT_PRECISIONS))
     parser.add_argument("--num_beams", type=int, default=5)
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=64)
@@ -66,6 +72,36 @@ def translate(model, tokenizer, sources: list[str], args: argparse.Namespace) ->
     return hypotheses, time.perf_counter() - start, generated
 
 
+def translate_with_ctranslate2(
+    quantization: str, checkpoint: str, tokenizer, sources: list[str], args: argparse.Namespace
+) -> tuple[list[str], float, int]:
+    """`translate` through the checkpoint exported to CTranslate2 with `quantization`, decoding as `generate()`
+    does (`decoding_options`), with torch's number of threads."""
+    import ctranslate2
+
+    from hf_scratch_transformer.export import decoding_options, export_ctranslate2
+
+    with tempfile.TemporaryDirectory() as folder:
+        translator = ctranslate2.Translator(
+            export_ctranslate2(checkpoint, Path(folder) / "ct2", quantization=quantization),
+            intra_threads=torch.get_num_threads(),
+        )
+        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+        tokens = [tokenizer.convert_ids_to_tokens(tokenizer(sources[i]).input_ids) for i in order]
+        start = time.perf_counter()
+        results = translator.translate_batch(
+            tokens, max_batch_size=args.batch_size, **decoding_options(args.num_beams, args.max_new_tokens)
+        )
+        seconds = time.perf_counter() - start
+    hypotheses: list[str] = [""] * len(sources)
+    generated = 0
+    for row, result in zip(order, results, strict=True):
+        output = result.hypotheses[0]
+        generated += len(output) + (len(output) < args.max_new_tokens)  # + </s>, which generate() counts
+        hypotheses[row] = tokenizer.decode(tokenizer.convert_tokens_to_ids(output), skip_special_tokens=True).strip()
+    return hypotheses, seconds, generated
+
+
 def main() -> None:
     args = parse_args()
     with open(args.validation_file, encoding="utf-8") as file:
@@ -79,7 +115,13 @@ def main() -> None:
     for precision in args.precisions.split(","):
         if precision not in PRECISIONS:
             raise SystemExit(f"--precisions: {precision!r} is not one of {', '.join(PRECISIONS)}.")
-        hypotheses, seconds, generated = translate(model_in(precision, args.model), tokenizer, sources, args)
+        if precision.startswith("ct2-"):
+            quantization = precision.removeprefix("ct2-")
+            hypotheses, seconds, generated = translate_with_ctranslate2(
+                quantization, args.model, tokenizer, sources, args
+            )
+        else:
+            hypotheses, seconds, generated = translate(model_in(precision, args.model), tokenizer, sources, args)
         scores = metric.compute(predictions=hypotheses, references=references)
         baseline = hypotheses if baseline is None else baseline
         results[precision] = {
@@ -91,10 +133,10 @@ def main() -> None:
         }
     first = next(iter(results.values()))
     print(f"{len(sources)} sentences, beam {args.num_beams}, {torch.get_num_threads()} threads")
-    print(f"{'precision':<10}{'BLEU':>8}{'change':>8}{'chrF':>8}{'identical':>11}{'seconds':>9}{'tok/s':>8}")
+    print(f"{'precision':<12}{'BLEU':>8}{'change':>8}{'chrF':>8}{'identical':>11}{'seconds':>9}{'tok/s':>8}")
     for precision, entry in results.items():
         print(
-            f"{precision:<10}{entry['bleu']:>8.2f}{entry['bleu'] - first['bleu']:>+8.2f}{entry['chrf']:>8.2f}"
+            f"{precision:<12}{entry['bleu']:>8.2f}{entry['bleu'] - first['bleu']:>+8.2f}{entry['chrf']:>8.2f}"
             f"{entry['identical_to_first']:>11.1%}{entry['seconds']:>9.1f}{entry['tokens_per_second']:>8.0f}"
         )
     if args.json:

@@ -2,6 +2,7 @@
 docs/results.md)."""
 
 import gzip
+import importlib.util
 import json
 import re
 import subprocess
@@ -133,7 +134,8 @@ def test_an_unknown_fast_path_is_named(monkeypatch):
 
 def test_precision_bleu_scores_each_precision_against_the_references(tmp_path):
     """References that are the fp32 model's own translations (one sentence at a time): the script, which decodes
-    in sorted, padded batches, must score fp32 at BLEU 100 with every sentence identical; int8 and bf16 decode too."""
+    in sorted, padded batches, must score fp32 at BLEU 100 with every sentence identical; int8 and bf16 decode too,
+    and so does the model exported to CTranslate2, whose float32 translations are generate()'s."""
     words = [f"w{i}" for i in range(90)]
     tokenizer = word_level_tokenizer(words, append_eos=True)
     torch.manual_seed(0)
@@ -159,7 +161,12 @@ def test_precision_bleu_scores_each_precision_against_the_references(tmp_path):
     results = json.loads(results_file.read_text())
     assert results["fp32"]["bleu"] == pytest.approx(100.0) and results["fp32"]["identical_to_first"] == 1.0
     lines = {line.split()[0]: line.split() for line in completed.stdout.splitlines() if line.strip()}
-    for precision in ("fp32", "bf16", "int8"):
+    precisions = ["fp32", "bf16", "int8"]
+    if importlib.util.find_spec("ctranslate2"):  # the export extra: its rows are on by default
+        precisions += ["ct2-float32", "ct2-int8"]
+        assert results["ct2-float32"]["identical_to_first"] == 1.0, results["ct2-float32"]
+    assert list(results) == ["args", *precisions]
+    for precision in precisions:
         entry = results[precision]
         # Every sentence the same as fp32's means the same score; the printed row is the JSON's.
         if entry["identical_to_first"] == 1.0:
