@@ -177,15 +177,9 @@ def draw_panel(axes, weights: torch.Tensor, row_tokens: list[str], column_tokens
 
 
 def plot_attention(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    source: str,
-    target: str | None = None,
-    kind: str = "cross",
-    layer: int | str = -1,
-    head: int | str = "mean",
-    **generate_kwargs,
-) -> Figure:
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: str, target: str | None = None,
+    kind: str = "cross", layer: int | str = -1, head: int | str = "mean", **generate_kwargs,
+) -> Figure:  # fmt: skip
     """A matplotlib Figure of the attention of `kind` for `source`: one map for a `layer` (index, default the
     last) and a `head` (index, or the default "mean" over heads), or a grid with `layer="all"` (a row per layer)
     and/or `head="all"` (a column per head). Save it with `figure.savefig("attention.png")` (or .svg, .pdf).

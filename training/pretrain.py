@@ -207,14 +207,9 @@ def main() -> None:
     training_args.prediction_loss_only = True  # pretraining is judged by its loss: evaluation keeps no logits
     trainer_class = EncoderMaskedLMTrainer if pretrain_args.objective == "masked_lm" else AtomicTrainer
     trainer = trainer_class(
-        model=model,
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=validation,
-        processing_class=tokenizer,
-        data_collator=collator,
-        callbacks=[CollatorEpoch(collator)],
-    )
+        model=model, args=training_args, train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
+        data_collator=collator, callbacks=[CollatorEpoch(collator)],
+    )  # fmt: skip
     metrics = trainer.train(resume_from_checkpoint=resume_from).metrics
     if not pretrain_args.streaming:
         metrics["train_chunks"] = len(train)

@@ -362,18 +362,13 @@ def to_transformers(
 ) -> PreTrainedTokenizerFast:
     """Wrap the trained tokenizer so that `save_pretrained` / `AutoTokenizer.from_pretrained` know its specials."""
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token=PAD,
-        bos_token=BOS,
-        eos_token=EOS,
-        unk_token=UNK,
-        mask_token=MASK,
+        tokenizer_object=tokenizer, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK, mask_token=MASK,
         # the sentinels; `extra_special_tokens` is transformers v5's name for `additional_special_tokens`
         extra_special_tokens=special_tokens(num_sentinel_tokens)[len(NAMED_SPECIAL_TOKENS) :],
         model_max_length=model_max_length,
         padding_side="right",
         clean_up_tokenization_spaces=False,  # "a ." must not come back as "a."
-    )
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> PreTrainedTokenizerFast:

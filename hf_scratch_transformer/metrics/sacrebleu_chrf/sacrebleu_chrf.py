@@ -12,17 +12,13 @@ from sacrebleu.metrics import BLEU, CHRF
 
 _CITATION = """\
 @inproceedings{post-2018-call,
-    title = "A Call for Clarity in Reporting {BLEU} Scores",
-    author = "Post, Matt",
+    title = "A Call for Clarity in Reporting {BLEU} Scores", author = "Post, Matt", year = "2018",
     booktitle = "Proceedings of the Third Conference on Machine Translation: Research Papers",
-    year = "2018",
     url = "https://aclanthology.org/W18-6319",
 }
 @inproceedings{popovic-2015-chrf,
-    title = "chr{F}: character n-gram {F}-score for automatic {MT} evaluation",
-    author = "Popovi{\\'c}, Maja",
-    booktitle = "Proceedings of the Tenth Workshop on Statistical Machine Translation",
-    year = "2015",
+    title = "chr{F}: character n-gram {F}-score for automatic {MT} evaluation", author = "Popovi{\\'c}, Maja",
+    year = "2015", booktitle = "Proceedings of the Tenth Workshop on Statistical Machine Translation",
     url = "https://aclanthology.org/W15-3049",
 }
 """
