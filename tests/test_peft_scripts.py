@@ -264,8 +264,8 @@ def test_an_adapter_continues_training_on_its_own_base(data, tmp_path):
 @pytest.mark.skipif(not (SHARED_DATA / "sst2").is_dir(), reason="../shared/data is absent")
 def test_lora_on_sst2_from_a_pretrained_checkpoint(tmp_path):
     """The real chain on real data, small: a tokenizer and a checkpoint from our own scripts on the first 3000 lines
-    of the pretraining corpus, then LoRA on SST-2. Accuracy is measured on the full-size run in
-    benchmarks/QUALITY.md: a checkpoint pretrained for 40 steps gives its adapter little to work with."""
+    of the pretraining corpus, then LoRA on SST-2. Accuracy is measured on the full-size run (docs/results.md): a
+    checkpoint pretrained for 40 steps gives its adapter little to work with."""
     corpus = tmp_path / "corpus.txt"
     with open(SHARED_DATA / "pretrain" / "corpus.txt", encoding="utf-8") as source:
         corpus.write_text("".join(line for _, line in zip(range(3000), source, strict=False)))
