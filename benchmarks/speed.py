@@ -25,9 +25,13 @@ compile warm-up, for a compiled variant) is reported apart from the timings:
 
 Serving engines: `ours-ct2` is the model exported to CTranslate2 (`hf_scratch_transformer.export`), `marian-ct2`
 the Marian model converted by CTranslate2's own converter; `+int8` is CTranslate2's int8 compute type there. They
-generate only, through `Translator.translate_batch` with one thread pool of `--threads` (the `export` extra):
+generate only, through `Translator.translate_batch` (the `export` extra). By default one translation uses all
+`--threads`; `+inter` runs one translation per thread instead (`inter_threads`, `intra_threads=1`), the batch cut
+into parts of `generate_batch / (2 x threads)` rows, which CTranslate2 spreads over them (its advice for CPU
+throughput; at this shape one thread does more than two sharing one translation). A second such Translator in one
+process runs at half the speed of the first, so several `+inter` rows need `--fresh`:
 
-    python -m benchmarks.speed --models marian-sdpa,ours-sdpa,ours-ct2,ours-ct2+int8,marian-ct2,marian-ct2+int8
+    python -m benchmarks.speed --fresh --models marian-sdpa,ours-ct2+int8,marian-ct2+int8+inter,ours-ct2+int8+inter
 """
 
 import argparse
@@ -210,9 +214,10 @@ class Runner:
         paths = set(name.split("+")[1:])
         self.translator = None
         if name.split("+")[0].endswith("-ct2"):
-            if paths - {"int8"}:
-                raise ValueError(f"{name!r}: a CTranslate2 row takes +int8 only (its compute type)")
-            self.translator = CTranslate2Translator(self.model, "int8" if "int8" in paths else None, args, device)
+            if paths - {"int8", "inter"}:
+                raise ValueError(f"{name!r}: a CTranslate2 row takes +int8 (its compute type) and +inter only")
+            quantization = "int8" if "int8" in paths else None
+            self.translator = CTranslate2Translator(self.model, quantization, args, device, "inter" in paths)
             paths = set()
         unknown = paths - {"static", "compile", "bf16", "int8"}
         if unknown:
@@ -295,9 +300,17 @@ class IdVocabulary:
 
 class CTranslate2Translator:
     """A model converted to CTranslate2 (ours by `hf_scratch_transformer.export`, Marian by CTranslate2's own
-    converter) in a temporary folder, and its `Translator` on the CPU with `--threads` threads."""
+    converter) in a temporary folder, and its `Translator` on the CPU with `--threads` threads: all of them on one
+    translation, or, with `one_per_thread`, one translation each, on parts of the batch."""
 
-    def __init__(self, model: nn.Module, quantization: str | None, args: argparse.Namespace, device: torch.device):
+    def __init__(
+        self,
+        model: nn.Module,
+        quantization: str | None,
+        args: argparse.Namespace,
+        device: torch.device,
+        one_per_thread: bool = False,
+    ):
         import ctranslate2
         from ctranslate2.converters.converter import Converter
         from ctranslate2.converters.transformers import MarianMTLoader
@@ -319,7 +332,15 @@ class CTranslate2Translator:
         self.folder = tempfile.TemporaryDirectory(prefix="speed_ct2_")
         converter.convert(self.folder.name, quantization=quantization, force=True)
         threads = args.threads or torch.get_num_threads()
-        self.translator = ctranslate2.Translator(self.folder.name, device="cpu", intra_threads=threads)
+        if one_per_thread:
+            self.translator = ctranslate2.Translator(
+                self.folder.name, device="cpu", inter_threads=threads, intra_threads=1
+            )
+            torch.set_num_threads(threads)  # intra_threads=1 set the process's OpenMP threads, torch's too, to 1
+            self.max_batch_size = max(1, args.generate_batch // (2 * threads))
+        else:
+            self.translator = ctranslate2.Translator(self.folder.name, device="cpu", intra_threads=threads)
+            self.max_batch_size = args.generate_batch
         self.vocabulary, self.new_tokens = vocabulary, args.new_tokens
 
     def generate(self, input_ids: torch.Tensor, num_beams: int) -> None:
@@ -329,7 +350,7 @@ class CTranslate2Translator:
             beam_size=num_beams,
             min_decoding_length=self.new_tokens,  # exactly new_tokens tokens, as generate() is made to return
             max_decoding_length=self.new_tokens,
-            max_batch_size=len(sources),
+            max_batch_size=self.max_batch_size,
         )
         lengths = {len(result.hypotheses[0]) for result in results}
         assert lengths == {self.new_tokens}, f"CTranslate2 returned {lengths} tokens, not {self.new_tokens}"
@@ -505,6 +526,8 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     names = args.models.split(",")
+    if not args.fresh and sum("+inter" in name for name in names) > 1:
+        raise SystemExit("Several +inter rows in one process slow each other down (CTranslate2): add --fresh.")
     started = time.time()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
