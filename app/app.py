@@ -204,7 +204,9 @@ def ctranslate2_translator(folder: Path):
             except ValueError as error:  # an option CTranslate2 cannot express: the message says which
                 raise gr.Error(f"This model cannot run on CTranslate2: {without_server_paths(str(error))}") from None
             EXPORTED.clear()
+            threads = torch.get_num_threads()
             EXPORTED[key] = ctranslate2.Translator(exported, device="cpu", intra_threads=1)
+            torch.set_num_threads(threads)  # intra_threads=1 set the process's OpenMP threads, torch's too, to 1
         return EXPORTED[key]
 
 
