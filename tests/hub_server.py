@@ -34,6 +34,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
+from conftest import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
@@ -573,7 +574,6 @@ class HubServer(ThreadingHTTPServer):
 # What the tests that use the server share: its token, and child processes that talk to it. Every Hub call runs in
 # a child: the HF libraries read HF_ENDPOINT, HF_HOME and the token when they are imported.
 TOKEN = "hf_dummy_token_for_the_test_hub"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def hub_env(server: HubServer, home: Path, token: str | None = TOKEN) -> dict:
